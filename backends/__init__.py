@@ -1,0 +1,114 @@
+"""The backend registry: names to modules, ``available()`` and ``get_backend()``.
+
+Importing this package imports no framework; ``get_backend`` imports one
+backend's module (and so its framework) on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+
+from common.errors import BackendUnavailable
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    module: str  # the backend's module, imported lazily
+    cls: str
+    requires: tuple[str, ...]  # top-level modules the backend imports
+    install: str  # what to tell a user who lacks them
+
+
+REGISTRY: dict[str, BackendInfo] = {
+    info.name: info
+    for info in (
+        BackendInfo("torch", "backends.torch_backend", "TorchBackend", ("torch", "torchvision"),
+                    "pip install torch torchvision   (or: pip install -e '.[torch]')"),
+        BackendInfo("tensorflow", "backends.tensorflow_backend", "TensorFlowBackend", ("tensorflow", "keras"),
+                    "pip install tensorflow   (or: pip install -e '.[tensorflow]')"),
+        BackendInfo("jax", "backends.jax_backend", "JaxBackend", ("jax", "flax", "optax"),
+                    "pip install jax flax optax   (or: pip install -e '.[jax]')"),
+    )
+}
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def installed(name: str) -> bool:
+    """Whether the backend's framework packages are installed (nothing is imported)."""
+    return all(importlib.util.find_spec(module) is not None for module in _info(name).requires)
+
+
+@lru_cache(maxsize=1)
+def available() -> list[str]:
+    """The backends whose frameworks are installed and import.
+
+    Each import is tried in a subprocess, all at once, so this process stays
+    free of frameworks (and of their import-order traps).
+    """
+    candidates = [name for name in NAMES if installed(name)]
+    checks = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", "; ".join(f"import {m}" for m in REGISTRY[name].requires)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in candidates
+    }
+    return [name for name, process in checks.items() if process.wait() == 0]
+
+
+def why_unavailable(name: str) -> str | None:
+    """None if the backend can be used, else a one-line reason with what to install."""
+    info = _info(name)
+    missing = [module for module in info.requires if importlib.util.find_spec(module) is None]
+    if missing:
+        return f"backend {name!r} needs {', '.join(missing)}, which is not installed: {info.install}"
+    if name not in available():
+        return f"backend {name!r}: importing {', '.join(info.requires)} fails; reinstall with: {info.install}"
+    return None
+
+
+def get_backend(name: str, *, weights="bundled", device: str | None = None, precision: str = "float32", **options):
+    """A ready backend: ``name`` is "torch", "tensorflow" or "jax".
+
+    ``weights`` is "bundled" (default), "native", "random" or a mapping of
+    arrays; ``options`` may set ``taps`` and ``loss_weights``.
+    """
+    info = _info(name)
+    reason = why_unavailable(name) if not installed(name) else None
+    if reason:
+        raise BackendUnavailable(reason)
+    _import_in_safe_order(name)
+    try:
+        module = importlib.import_module(info.module)
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} failed to import ({exc}); {info.install}") from None
+    return getattr(module, info.cls)(weights=weights, device=device, precision=precision, **options)
+
+
+def _info(name: str) -> BackendInfo:
+    if name not in REGISTRY:
+        raise BackendUnavailable(f"unknown backend {name!r}; choose from {', '.join(NAMES)}")
+    return REGISTRY[name]
+
+
+def _import_in_safe_order(name: str) -> None:
+    """Import torchvision before TensorFlow, whichever backend comes first.
+
+    ``import tensorflow`` then ``import torchvision`` in one process aborts with
+    "LLVM ERROR: inconsistency in registered CommandLine options"; the other
+    order works. So before TensorFlow is first imported, torchvision is too.
+    """
+    if name == "tensorflow" and "tensorflow" not in sys.modules and installed("torch"):
+        importlib.import_module("torchvision")
+    if name == "torch" and "tensorflow" in sys.modules and "torchvision" not in sys.modules:
+        raise BackendUnavailable(
+            "torchvision cannot be imported after tensorflow in one process (LLVM aborts); "
+            "create the torch backend first, or use a separate process"
+        )

@@ -1,0 +1,206 @@
+"""PyTorch backend: d2l 13.12's PyTorch listing, with explicit named taps.
+
+torchvision's VGG19 ``features`` (NCHW), frozen; the synthesized image is the
+only parameter; Adam plus StepLR, as in the book.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from common import weights as weight_sets
+from common.backend import BackendBase
+from common.errors import UserError, WeightsUnavailable
+from common.interface import LossParts
+from common.vgg import CONV_LAYERS
+
+# torchvision's VGG19_Weights.IMAGENET1K_V1; the file name carries the first
+# hex digits of its sha256, which torch checks on download and we on load.
+NATIVE_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+NATIVE_FILE = "vgg19-dcbb9e9d.pth"
+NATIVE_SHA256_PREFIX = "dcbb9e9d"
+
+
+class SynthesizedImage(nn.Module):
+    """d2l's synthesized image: the image itself is the model's only parameter."""
+
+    def __init__(self, img_shape):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(*img_shape))
+
+    def forward(self):
+        return self.weight
+
+
+@dataclass
+class TorchState:
+    gen_img: SynthesizedImage
+    trainer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    contents_Y: list
+    styles_Y_gram: list
+    content_layers: tuple
+    style_layers: tuple
+    loss_weights: object
+
+
+class TorchBackend(BackendBase):
+    name = "torch"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.device = torch.device(self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # Strict float32 unless asked: PyTorch uses TF32 for cuDNN convolutions by default.
+        tf32 = self.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        self.autocast_dtype = torch.bfloat16 if self.precision == "bf16" else None
+        self.net = self._build_net()
+        transform = self.input_transform()
+        if transform is not None:
+            order, scale, shift = transform
+            self.input_order = order
+            self.input_scale = torch.from_numpy(scale).reshape(1, 3, 1, 1).to(self.device)
+            self.input_shift = torch.from_numpy(shift).reshape(1, 3, 1, 1).to(self.device)
+        self.has_input_transform = transform is not None
+
+    def _build_net(self) -> nn.Sequential:
+        net = torchvision.models.vgg19(weights=None).features
+        state_dict = {
+            f"{i}.{kind}": torch.from_numpy(np.asarray(self.weights.params[f"features.{i}.{kind}"]))
+            for conv in CONV_LAYERS
+            for i, kind in ((conv.index, "weight"), (conv.index, "bias"))
+        }
+        net.load_state_dict(state_dict)
+        for module in net:
+            if isinstance(module, nn.ReLU):
+                # Taps are explicit (common/vgg.py): an in-place ReLU would
+                # silently overwrite a kept pre-ReLU tap, as it does in d2l.
+                module.inplace = False
+        net.requires_grad_(False)
+        return net.eval().to(self.device)
+
+    # --- tensors --------------------------------------------------------------------------
+
+    def from_numpy(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+
+    def to_numpy(self, t) -> np.ndarray:
+        if isinstance(t, torch.Tensor):
+            return t.detach().float().cpu().numpy()
+        return np.asarray(t)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # --- model and losses -----------------------------------------------------------------
+
+    def extract_features(self, X, content_layers, style_layers):
+        plan = self.plan(content_layers, style_layers)
+        wanted = set(plan.content + plan.style)
+        if self.has_input_transform:
+            X = X[:, self.input_order] * self.input_scale + self.input_shift
+        taps = {}
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            for layer in plan.layers:
+                X = self.net[layer.index](X)
+                if layer.name in wanted:
+                    taps[layer.name] = X.float()
+        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+
+    def gram(self, X):
+        num_channels, n = X.shape[1], X.numel() // X.shape[1]
+        X = X.reshape((num_channels, n))
+        return torch.matmul(X, X.T) / (num_channels * n)
+
+    def content_loss(self, Y_hat, Y):
+        # Y is a target: detach it so no gradient flows into the content image.
+        return torch.square(Y_hat - Y.detach()).mean()
+
+    def style_loss(self, Y_hat, gram_Y):
+        return torch.square(self.gram(Y_hat) - gram_Y.detach()).mean()
+
+    def tv_loss(self, Y_hat):
+        return 0.5 * (
+            torch.abs(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]).mean()
+            + torch.abs(Y_hat[:, :, :, 1:] - Y_hat[:, :, :, :-1]).mean()
+        )
+
+    # --- training -------------------------------------------------------------------------
+
+    def init_state(self, X, contents_Y, styles_Y, config) -> TorchState:
+        gen_img = SynthesizedImage(X.shape).to(self.device)
+        with torch.no_grad():
+            gen_img.weight.copy_(X)
+        trainer = torch.optim.Adam(gen_img.parameters(), lr=config.lr, eps=config.adam_eps)
+        scheduler = torch.optim.lr_scheduler.StepLR(trainer, config.lr_decay_epoch, config.lr_decay)
+        styles_Y_gram = [self.gram(Y).detach() for Y in styles_Y]
+        return TorchState(
+            gen_img, trainer, scheduler, [Y.detach() for Y in contents_Y], styles_Y_gram,
+            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+        )
+
+    def _loss(self, state: TorchState, X) -> LossParts:
+        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
+        contents_l, styles_l, tv_l, l = self.compute_loss(
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
+        )
+        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+
+    def train_step(self, state: TorchState):
+        state.trainer.zero_grad()
+        losses = self._loss(state, state.gen_img())
+        losses.total.backward()
+        state.trainer.step()
+        state.scheduler.step()
+        return state, LossParts(*(v.detach() for v in losses))
+
+    def loss_and_grad(self, state: TorchState):
+        X = state.gen_img()
+        losses = self._loss(state, X)
+        (grad,) = torch.autograd.grad(losses.total, X)
+        return LossParts(*(v.detach() for v in losses)), grad
+
+    def current_image(self, state: TorchState):
+        return state.gen_img.weight.detach()
+
+    # --- native weights -------------------------------------------------------------------
+
+    def load_native_weights(self) -> weight_sets.WeightSet:
+        """torchvision's VGG19_Weights.IMAGENET1K_V1 from torch hub's cache."""
+        return load_native_weights()
+
+
+def native_cache_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / NATIVE_FILE
+
+
+def load_native_weights(expected_sha256_prefix: str = NATIVE_SHA256_PREFIX) -> weight_sets.WeightSet:
+    path = native_cache_path()
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(NATIVE_URL, os.fspath(path), hash_prefix=expected_sha256_prefix,
+                                           progress=False)
+        except Exception as exc:  # offline: URLError, socket errors, ...
+            raise WeightsUnavailable(
+                f"torchvision's VGG19 weights ({NATIVE_FILE}) are not in the cache folder {path.parent} "
+                f"and could not be downloaded ({type(exc).__name__}); use --weights bundled instead"
+            ) from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(expected_sha256_prefix):
+        raise UserError(f"{path} has sha256 {digest[:16]}..., expected {expected_sha256_prefix}...; refusing to load it")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    params = {key: value.numpy().astype(np.float32) for key, value in state_dict.items() if key.startswith("features.")}
+    return weight_sets.WeightSet(
+        "native", params, weight_sets.IMAGENET_RGB, weight_sets.D2L_LOSS_WEIGHTS, f"torchvision {NATIVE_FILE}"
+    )

@@ -1,0 +1,118 @@
+"""The half of every backend that is the same in all frameworks.
+
+A backend subclasses ``BackendBase`` and writes only what its framework does
+differently: tensors in and out, the VGG forward pass, the Gram matrix, the
+three losses and the training step. Everything here works on any framework's
+tensors through ``+``, ``*`` and the subclass's own methods.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from common import images, weights as weight_sets
+from common.config import LossWeights, StyleTransferConfig
+from common.errors import UserError
+from common.interface import PRECISIONS, Callback, LossParts, StepReport
+from common.vgg import TAP_READINGS, FeaturePlan, feature_plan
+
+
+class BackendBase:
+    name = "base"
+
+    def __init__(
+        self,
+        *,
+        weights="bundled",
+        device: str | None = None,
+        precision: str = "float32",
+        taps: str = "torch-inplace",
+        loss_weights: LossWeights | None = None,
+    ):
+        if precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if taps not in TAP_READINGS:
+            raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {taps!r}")
+        self.precision = precision
+        self.taps = taps
+        self.weights = weight_sets.resolve(weights, native=self.load_native_weights)
+        self.loss_weights = (loss_weights or self.weights.loss_weights).validate()
+        self.requested_device = device
+
+    def __repr__(self) -> str:
+        return f"<{self.name} backend on {self.device}, {self.precision}, weights={self.weights.name}, taps={self.taps}>"
+
+    # --- what subclasses may provide ------------------------------------------------------
+
+    def load_native_weights(self) -> weight_sets.WeightSet:
+        raise UserError(f"the {self.name} backend has no native weights; use weights='bundled'")
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; frameworks that run eagerly need nothing."""
+
+    # --- shared --------------------------------------------------------------------------
+
+    def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str]) -> FeaturePlan:
+        return _plan(tuple(content_layers), tuple(style_layers), self.taps)
+
+    def input_transform(self) -> tuple[list[int], np.ndarray, np.ndarray] | None:
+        """The weight set's input convention as (channel order, scale, shift), or None if identity."""
+        convention = self.weights.convention
+        if convention.is_identity:
+            return None
+        scale = np.asarray(convention.scale, dtype=np.float32)
+        shift = np.asarray(convention.shift, dtype=np.float32)
+        return list(convention.order), scale, shift
+
+    def preprocess(self, img, image_shape: tuple[int, int]):
+        return self.from_numpy(images.preprocess_array(img, image_shape))
+
+    def postprocess(self, X):
+        return images.postprocess_array(self.to_numpy(X))
+
+    def compute_loss(self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights=None):
+        w = loss_weights or self.loss_weights
+        contents_l = [self.content_loss(Y_hat, Y) * w.content for Y_hat, Y in zip(contents_Y_hat, contents_Y)]
+        # d2l: sum(10 * styles_l + ...) repeats the list; style weight 1e4 says the same once.
+        styles_l = [self.style_loss(Y_hat, Y) * w.style for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
+        tv_l = self.tv_loss(X) * w.tv
+        l = sum(styles_l + contents_l + [tv_l])
+        return contents_l, styles_l, tv_l, l
+
+    def scalar(self, t) -> float:
+        return float(np.asarray(self.to_numpy(t)))
+
+    def train(
+        self,
+        X,
+        contents_Y,
+        styles_Y,
+        config: StyleTransferConfig,
+        callback: Callback | None = None,
+        report_every: int = 1,
+    ):
+        """d2l's ``train``: returns the synthesized image and every step's losses.
+
+        Loss values stay on the device between reports, so the loop waits for
+        the device only every ``report_every`` steps.
+        """
+        state = self.init_state(X, contents_Y, styles_Y, config)
+        history: list[LossParts] = []
+        pending: list[LossParts] = []
+        for epoch in range(config.num_epochs):
+            state, losses = self.train_step(state)
+            pending.append(losses)
+            if (epoch + 1) % report_every == 0 or epoch + 1 == config.num_epochs:
+                history.extend(LossParts(*(self.scalar(v) for v in parts)) for parts in pending)
+                pending.clear()
+                if callback is not None:
+                    callback(StepReport(epoch + 1, config.num_epochs, config.lr_at(epoch), history[-1], history))
+        return self.current_image(state), history
+
+
+@lru_cache(maxsize=32)
+def _plan(content_layers, style_layers, taps) -> FeaturePlan:
+    return feature_plan(content_layers, style_layers, taps)

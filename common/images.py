@@ -1,0 +1,111 @@
+"""Reading, validating, resizing and normalizing images: once, for every backend.
+
+Each library resizes differently (PIL, torchvision, tf.image and jax.image
+disagree by several grey levels at edges), so resizing happens here, in PIL,
+and every backend receives the same float32 array. The backends' ``preprocess``
+and ``postprocess`` only move that array to and from their own tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from common.config import MIN_SIDE, check_image_shape
+from common.errors import UserError
+from common.weights import RGB_MEAN, RGB_STD
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# scikit-image's "chelsea" (CC0, photographer Stefan van der Walt), 300x451 like d2l's pair.
+DEFAULT_CONTENT = ASSETS / "chelsea.png"
+# Drawn by this project (assets/make_style.py), same license as the code.
+DEFAULT_STYLE = ASSETS / "swirls.png"
+
+# PIL's own guard against decompression bombs, as an error instead of a warning.
+MAX_PIXELS = 64_000_000
+
+
+def load_image(path: str | os.PathLike, role: str = "image", notes: list[str] | None = None) -> Image.Image:
+    """Open an image file as an RGB PIL image, or raise a one-line ``UserError``.
+
+    Grayscale, palette, RGBA and 16-bit images are converted; what was
+    converted is appended to ``notes`` so the caller can say so.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{role} file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise UserError(f"{role} {str(path)!r} is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # decode now: truncated files fail here, not later
+                return to_rgb(img, f"{role} {path.name}", notes)
+    except UnidentifiedImageError:
+        raise UserError(f"{role} file {str(path)!r} is not an image PIL can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{role} file {str(path)!r} is too large to decode safely") from None
+    except OSError as exc:
+        # PIL reports truncated and corrupt data as OSError.
+        raise UserError(f"{role} file {str(path)!r} could not be decoded ({exc})") from None
+
+
+def to_rgb(img: Image.Image | np.ndarray, what: str = "image", notes: list[str] | None = None) -> Image.Image:
+    """Convert a PIL image or an HxWx3 uint8 array to an 8-bit RGB PIL image."""
+    if isinstance(img, np.ndarray):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise UserError(f"{what}: expected an HxWx3 uint8 RGB array, got {img.dtype} of shape {img.shape}")
+        img = Image.fromarray(img, "RGB")
+    if not isinstance(img, Image.Image):
+        raise UserError(f"{what}: expected a PIL image or an HxWx3 uint8 array, got {type(img).__name__}")
+    if img.width < MIN_SIDE or img.height < MIN_SIDE:
+        raise UserError(f"{what} is {img.width}x{img.height}; VGG19's poolings need at least {MIN_SIDE}x{MIN_SIDE}")
+    if img.width * img.height > MAX_PIXELS:
+        raise UserError(f"{what} is {img.width}x{img.height}, more than {MAX_PIXELS:,} pixels")
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (or 32-bit) grayscale: PIL's convert would clip, so rescale to 8 bits.
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(np.round(array / top * 255.0), 0, 255).astype(np.uint8)
+        converted = Image.fromarray(np.stack([array] * 3, axis=-1), "RGB")
+    elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Composite transparency onto white, as a viewer would show it.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        converted = Image.alpha_composite(background, rgba).convert("RGB")
+        mode += " with transparency (composited on white)"
+    else:
+        converted = img.convert("RGB")
+    if notes is not None:
+        notes.append(f"{what}: converted from mode {mode} to 8-bit RGB")
+    return converted
+
+
+def resize(img: Image.Image, image_shape: tuple[int, int]) -> Image.Image:
+    """Resize to (height, width) with PIL's bilinear filter, like torchvision's Resize."""
+    height, width = check_image_shape(image_shape)
+    return img.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def preprocess_array(img: Image.Image | np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """d2l's ``preprocess`` in NumPy: resize, scale to [0, 1], normalize; 1x3xHxW float32."""
+    rgb = np.asarray(resize(to_rgb(img), image_shape), dtype=np.float32) / 255.0
+    normalized = (rgb - RGB_MEAN) / RGB_STD
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def postprocess_array(X: np.ndarray) -> Image.Image:
+    """d2l's ``postprocess``: undo the normalization, clip to [0, 1], to an RGB PIL image."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim == 4:
+        X = X[0]
+    rgb = np.clip(X.transpose(1, 2, 0) * RGB_STD + RGB_MEAN, 0.0, 1.0)
+    return Image.fromarray(np.round(rgb * 255.0).astype(np.uint8), "RGB")

@@ -1,0 +1,95 @@
+"""What every backend provides: d2l 13.12's functions, as one typing.Protocol.
+
+Tensors are the framework's own (``Tensor`` below is any of them). Layout is
+the framework's choice inside the backend (NCHW for PyTorch, NHWC for
+TensorFlow and JAX); ``from_numpy`` and ``to_numpy`` speak NCHW, so callers
+never see the difference. d2l works on a batch of one image and so do we.
+
+The training step, for frameworks with mutable and immutable state alike::
+
+    state = backend.init_state(X, contents_Y, styles_Y, config)
+    for epoch in range(config.num_epochs):
+        state, losses = backend.train_step(state)   # losses: device scalars
+    X = backend.current_image(state)
+
+``train`` runs that loop with a progress callback and returns the loss history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from common.config import LossWeights, StyleTransferConfig
+from common.weights import WeightSet
+
+Tensor = Any
+State = Any
+PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bf16")
+
+
+class LossParts(NamedTuple):
+    """One step's losses, each already multiplied by its weight (as d2l prints them)."""
+
+    content: Any
+    style: Any
+    tv: Any
+    total: Any
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What ``train`` tells its callback after a reported epoch."""
+
+    epoch: int  # 1-based: the number of finished steps
+    num_epochs: int
+    lr: float  # the learning rate the last step used
+    losses: LossParts  # floats
+    history: Sequence[LossParts]  # every finished step so far
+
+
+Callback = Callable[[StepReport], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # "torch", "tensorflow" or "jax"
+    device: str  # e.g. "cpu", "cuda:0", "/GPU:0"
+    precision: str  # one of PRECISIONS
+    weights: WeightSet
+    loss_weights: LossWeights
+    taps: str  # how VGG indices are read; see common/vgg.py
+
+    # Tensors in and out (NCHW at this boundary).
+    def from_numpy(self, x: np.ndarray) -> Tensor: ...
+    def to_numpy(self, t: Tensor) -> np.ndarray: ...
+    def synchronize(self) -> None:
+        """Wait for queued device work, so that a timer sees it finished."""
+
+    # Images.
+    def preprocess(self, img, image_shape: tuple[int, int]) -> Tensor: ...
+    def postprocess(self, X: Tensor): ...
+
+    # The model and the losses.
+    def extract_features(
+        self, X: Tensor, content_layers: Sequence[int | str], style_layers: Sequence[int | str]
+    ) -> tuple[list[Tensor], list[Tensor]]: ...
+    def gram(self, X: Tensor) -> Tensor: ...
+    def content_loss(self, Y_hat: Tensor, Y: Tensor) -> Tensor: ...
+    def style_loss(self, Y_hat: Tensor, gram_Y: Tensor) -> Tensor: ...
+    def tv_loss(self, Y_hat: Tensor) -> Tensor: ...
+    def compute_loss(
+        self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights | None = None
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]: ...
+
+    # Training.
+    def init_state(self, X: Tensor, contents_Y, styles_Y, config: StyleTransferConfig) -> State: ...
+    def train_step(self, state: State) -> tuple[State, LossParts]: ...
+    def current_image(self, state: State) -> Tensor: ...
+    def loss_and_grad(self, state: State) -> tuple[LossParts, Tensor]:
+        """The losses at the current image and the total loss's gradient there; no update."""
+    def train(
+        self, X, contents_Y, styles_Y, config: StyleTransferConfig, callback: Callback | None = None, report_every: int = 1
+    ) -> tuple[Tensor, list[LossParts]]: ...

@@ -1,0 +1,49 @@
+"""NumPy float64 reference: the oracle every backend is tested against.
+
+Written as plainly as d2l's PyTorch listing, on NCHW arrays of one image.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from common.config import LossWeights
+
+
+def gram(X: np.ndarray) -> np.ndarray:
+    """Channel correlations of a 1xCxHxW feature map, divided by c*h*w (d2l)."""
+    X = np.asarray(X, dtype=np.float64)
+    num_channels, n = X.shape[1], X.size // X.shape[1]
+    X = X.reshape((num_channels, n))
+    return X @ X.T / (num_channels * n)
+
+
+def content_loss(Y_hat: np.ndarray, Y: np.ndarray) -> float:
+    return float(np.mean(np.square(np.asarray(Y_hat, np.float64) - np.asarray(Y, np.float64))))
+
+
+def style_loss(Y_hat: np.ndarray, gram_Y: np.ndarray) -> float:
+    return float(np.mean(np.square(gram(Y_hat) - np.asarray(gram_Y, np.float64))))
+
+
+def tv_loss(Y_hat: np.ndarray) -> float:
+    Y_hat = np.asarray(Y_hat, dtype=np.float64)
+    dy = np.abs(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]).mean()
+    dx = np.abs(Y_hat[:, :, :, 1:] - Y_hat[:, :, :, :-1]).mean()
+    return float(0.5 * (dy + dx))
+
+
+def compute_loss(
+    X: np.ndarray,
+    contents_Y_hat: Sequence[np.ndarray],
+    styles_Y_hat: Sequence[np.ndarray],
+    contents_Y: Sequence[np.ndarray],
+    styles_Y_gram: Sequence[np.ndarray],
+    loss_weights: LossWeights = LossWeights(),
+) -> tuple[list[float], list[float], float, float]:
+    contents_l = [content_loss(Y_hat, Y) * loss_weights.content for Y_hat, Y in zip(contents_Y_hat, contents_Y)]
+    styles_l = [style_loss(Y_hat, Y) * loss_weights.style for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
+    tv_l = tv_loss(X) * loss_weights.tv
+    return contents_l, styles_l, tv_l, sum(styles_l + contents_l + [tv_l])

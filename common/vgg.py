@@ -1,0 +1,138 @@
+"""VGG19's ``features`` as data, and how d2l's layer indices become named taps.
+
+The configuration list is torchvision's (``models/vgg.py``, config "E"); every
+backend builds its network from ``vgg19_layers()`` so that the index ``i`` of
+a layer means the same thing in all of them: ``features[i]`` in torchvision.
+
+Why taps need names: d2l's PyTorch listing keeps a reference to the output of
+``features[i]`` for i in (0, 5, 10, 19, 25, 28). Those are convolutions, but
+torchvision's VGG applies ``ReLU(inplace=True)`` right after each, and the
+in-place ReLU overwrites the tensor the listing kept. So what the listing
+really reads is relu1_1, relu2_1, relu3_1, relu4_1, relu4_4 (content) and,
+because the truncated network ends at index 28 so no ReLU follows it, a
+pre-ReLU conv5_1. d2l's MXNet listing has separate activation layers and reads
+the pre-ReLU convolution outputs everywhere. Both readings are offered:
+
+- ``"torch-inplace"`` (default): what the PyTorch listing computes;
+- ``"pre-relu"``: the literal reading, what the MXNet listing computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+# torchvision's cfgs["E"]: channels of each 3x3 convolution, "M" a 2x2 max pool.
+VGG19_CONFIG: tuple[int | str, ...] = (
+    64, 64, "M",
+    128, 128, "M",
+    256, 256, 256, 256, "M",
+    512, 512, 512, 512, "M",
+    512, 512, 512, 512, "M",
+)  # fmt: skip
+
+TAP_READINGS: tuple[str, ...] = ("torch-inplace", "pre-relu")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One entry of VGG19's ``features``: its torchvision index, kind and name."""
+
+    index: int
+    kind: str  # "conv", "relu" or "pool"
+    name: str  # conv3_2, relu3_2, pool3, ...
+    in_channels: int = 0  # convolutions only
+    out_channels: int = 0  # convolutions only
+
+    @property
+    def weight_key(self) -> str:
+        return f"features.{self.index}.weight"
+
+    @property
+    def bias_key(self) -> str:
+        return f"features.{self.index}.bias"
+
+
+def vgg19_layers() -> tuple[Layer, ...]:
+    """All 37 layers of VGG19's ``features``, indexed as in torchvision."""
+    layers: list[Layer] = []
+    block, conv_in_block, in_channels = 1, 0, 3
+    for entry in VGG19_CONFIG:
+        if entry == "M":
+            layers.append(Layer(len(layers), "pool", f"pool{block}"))
+            block, conv_in_block = block + 1, 0
+            continue
+        conv_in_block += 1
+        suffix = f"{block}_{conv_in_block}"
+        layers.append(Layer(len(layers), "conv", f"conv{suffix}", in_channels, entry))
+        layers.append(Layer(len(layers), "relu", f"relu{suffix}"))
+        in_channels = entry
+    return tuple(layers)
+
+
+VGG19_LAYERS = vgg19_layers()
+LAYER_BY_NAME = {layer.name: layer for layer in VGG19_LAYERS}
+CONV_LAYERS = tuple(layer for layer in VGG19_LAYERS if layer.kind == "conv")
+
+
+def keras_name(conv_name: str) -> str:
+    """conv3_2 -> block3_conv2, the name Keras and the Caffe weights use."""
+    block, conv = conv_name.removeprefix("conv").split("_")
+    return f"block{block}_conv{conv}"
+
+
+def tap_names(layers: Iterable[int | str], deepest: int, reading: str = "torch-inplace") -> tuple[str, ...]:
+    """Turn d2l's layer indices into the names of the tensors they really read.
+
+    ``deepest`` is the last index of the truncated network (d2l keeps
+    ``features[:max(content_layers + style_layers) + 1]``); an in-place ReLU
+    beyond it never runs. Names pass through unchanged.
+    """
+    if reading not in TAP_READINGS:
+        raise ValueError(f"unknown tap reading {reading!r}; expected one of {TAP_READINGS}")
+    names = []
+    for layer in layers:
+        if isinstance(layer, str):
+            if layer not in LAYER_BY_NAME:
+                raise ValueError(f"unknown VGG19 layer name {layer!r}")
+            names.append(layer)
+            continue
+        if not 0 <= layer < len(VGG19_LAYERS):
+            raise ValueError(f"VGG19 features index {layer} out of range 0..{len(VGG19_LAYERS) - 1}")
+        following = layer + 1
+        if (
+            reading == "torch-inplace"
+            and following <= deepest
+            and VGG19_LAYERS[following].kind == "relu"
+        ):
+            names.append(VGG19_LAYERS[following].name)
+        else:
+            names.append(VGG19_LAYERS[layer].name)
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """The layers a backend runs and the named outputs it keeps."""
+
+    layers: tuple[Layer, ...]  # features[0 .. deepest tap]
+    content: tuple[str, ...]
+    style: tuple[str, ...]
+
+
+def feature_plan(
+    content_layers: Sequence[int | str],
+    style_layers: Sequence[int | str],
+    reading: str = "torch-inplace",
+) -> FeaturePlan:
+    """Resolve d2l's indices (or names) into a plan every backend follows."""
+    indices = [
+        layer if isinstance(layer, int) else LAYER_BY_NAME[layer].index
+        for layer in (*content_layers, *style_layers)
+        if isinstance(layer, int) or layer in LAYER_BY_NAME
+    ]
+    deepest = max(indices)
+    content = tap_names(content_layers, deepest, reading)
+    style = tap_names(style_layers, deepest, reading)
+    last = max(LAYER_BY_NAME[name].index for name in (*content, *style))
+    return FeaturePlan(VGG19_LAYERS[: last + 1], content, style)
