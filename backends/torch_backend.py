@@ -57,7 +57,8 @@ class TorchBackend(BackendBase):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.device = torch.device(self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        requested = {"gpu": "cuda"}.get(self.requested_device, self.requested_device)
+        self.device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
         # Strict float32 unless asked: PyTorch uses TF32 for cuDNN convolutions by default.
         tf32 = self.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -95,12 +96,20 @@ class TorchBackend(BackendBase):
 
     def to_numpy(self, t) -> np.ndarray:
         if isinstance(t, torch.Tensor):
-            return t.detach().float().cpu().numpy()
+            # A copy: .numpy() of a CPU tensor shares memory with it, and the
+            # optimizer updates the synthesized image in place.
+            return t.detach().float().cpu().numpy().copy()
         return np.asarray(t)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def device_name(self) -> str | None:
+        return torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+
+    def peak_device_bytes(self) -> int | None:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
     # --- model and losses -----------------------------------------------------------------
 
@@ -184,7 +193,8 @@ def native_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / NATIVE_FILE
 
 
-def load_native_weights(expected_sha256_prefix: str = NATIVE_SHA256_PREFIX) -> weight_sets.WeightSet:
+def load_native_weights(expected_sha256_prefix: str | None = None) -> weight_sets.WeightSet:
+    expected_sha256_prefix = expected_sha256_prefix or NATIVE_SHA256_PREFIX
     path = native_cache_path()
     if not path.exists():
         try:

@@ -1,0 +1,20 @@
+# Two commands, each installing what it needs into .venv on first use:
+#   make compare   # the framework comparison on the default images
+#   make test      # the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: compare test
+
+compare: $(STAMP)
+	$(VENV)/bin/python compare.py $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[all]'
+	touch $(STAMP)

@@ -1,0 +1,374 @@
+"""JAX backend: d2l 13.12's listing as pure functions, with explicit named taps.
+
+VGG19's ``features`` as a Flax NNX module (NHWC), split once into its graph
+definition and its weights; the weights are an argument of every compiled
+function but never differentiated and never in the optimizer state. The
+synthesized image is the only thing trained: one ``jax.jit``-compiled step
+computes the features, the losses, ``jax.value_and_grad`` with respect to the
+image and the optax Adam update, whose staircase exponential decay is d2l's
+StepLR.
+
+Flax NNX rather than Linen: NNX is the API Flax recommends for new code (Linen
+is maintained, not developed), and its functional API (``nnx.split`` /
+``nnx.merge``) gives exactly the pure ``(weights, image) -> features`` function
+that ``jax.jit`` wants, with the network written as plain Python objects that
+index like torchvision's ``features[i]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+# JAX reserves most of a GPU's memory at start-up unless told otherwise; the
+# other backends in the same process (and the comparison's timings) need it.
+# Only effective before jax is first imported.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from functools import lru_cache, partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from common import weights as weight_sets
+from common.backend import BackendBase
+from common.config import LossWeights
+from common.errors import UserError, WeightsUnavailable
+from common.interface import LossParts, StepReport
+from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name
+
+# Keras' ImageNet VGG19 without its classifier, as keras.applications.VGG19(
+# include_top=False) caches it; JAX has no official model zoo of its own.
+NATIVE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# The md5 Keras checks on download (keras/src/applications/vgg19.py, file_hash=).
+NATIVE_MD5 = "253f8cb515780f3b799900260a226db6"
+
+# Steps per dispatch in ``train`` when reports come less often than steps, on the
+# CPU only. At 150x225 on 2 cores one step per dispatch took 0.366 s and an
+# unrolled 5-step program 0.338 s a step (each dispatch flips the 13 kernels
+# for the backward convolutions again); a rolled lax.scan took 0.95 s a step.
+STEPS_PER_DISPATCH = 5
+
+# How each precision setting runs the convolutions and the Gram matmul.
+CONV_PRECISION = {"float32": jax.lax.Precision.HIGHEST, "tf32": jax.lax.Precision.DEFAULT,
+                  "bf16": jax.lax.Precision.DEFAULT}
+MATMUL_PRECISION = {"float32": jax.lax.Precision.HIGHEST, "tf32": jax.lax.Precision.DEFAULT,
+                    "bf16": jax.lax.Precision.HIGHEST}  # bf16: losses stay strict float32
+COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+def abs_(x):
+    """|x| whose gradient at 0 is 0, as in PyTorch and TensorFlow; ``jnp.abs``'s is 1 there.
+
+    It matters for the TV loss: the content image, where d2l starts, has many
+    equal neighbouring pixels.
+    """
+    return jnp.sign(x) * x
+
+
+class VGG19(nnx.Module):
+    """torchvision's ``vgg19().features`` in NHWC: ``layers[i]`` is ``features[i]``."""
+
+    def __init__(self, *, precision, dtype, rngs: nnx.Rngs):
+        def make(layer):
+            if layer.kind == "conv":
+                return nnx.Conv(layer.in_channels, layer.out_channels, kernel_size=(3, 3), padding="SAME",
+                                precision=precision, dtype=dtype, rngs=rngs)
+            if layer.kind == "relu":
+                return nnx.relu
+            return partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))
+
+        self.layers = nnx.List([make(layer) for layer in VGG19_LAYERS])
+
+
+@struct.dataclass
+class JaxState:
+    """Arrays are pytree leaves; the rest is static and keys the compiled step."""
+
+    X: jax.Array  # the synthesized image (NHWC): the only thing trained
+    opt_state: optax.OptState
+    contents_Y: list
+    styles_Y_gram: list
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    content_layers: tuple = struct.field(pytree_node=False)
+    style_layers: tuple = struct.field(pytree_node=False)
+    loss_weights: LossWeights = struct.field(pytree_node=False)
+
+
+def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> optax.Schedule:
+    """PyTorch's StepLR as an optax schedule: step e (0-based) uses lr * lr_decay ** (e // lr_decay_epoch)."""
+    return optax.exponential_decay(lr, transition_steps=lr_decay_epoch, decay_rate=lr_decay, staircase=True)
+
+
+@lru_cache(maxsize=16)
+def adam_with_step_lr(lr: float, lr_decay_epoch: int, lr_decay: float, eps: float) -> optax.GradientTransformation:
+    """d2l's optimizer: Adam whose step count drives StepLR (the first update uses count 0).
+
+    Cached, so equal settings give the same object and the compiled step is reused.
+    """
+    schedule = step_lr(lr, lr_decay_epoch, lr_decay)
+    # optax computes Adam's bias correction 1 - 0.999**t in float32, PyTorch in
+    # float64, so optax's first steps are ~6.5e-6 (relative) shorter; with other
+    # rounding, Adam's sign-like updates grow that to ~3e-4 in the losses by
+    # step 5. Kept: it is what optax users get.
+    return optax.adam(schedule, eps=eps)
+
+
+class JaxBackend(BackendBase):
+    name = "jax"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.jax_device = pick_device(self.requested_device)
+        self.device = "cpu" if self.jax_device.platform == "cpu" else f"{self.jax_device.platform}:{self.jax_device.id}"
+        # Strict float32 unless asked: on recent NVIDIA GPUs JAX's DEFAULT precision is TF32-class.
+        self.matmul_precision = MATMUL_PRECISION[self.precision]
+        self.compute_dtype = COMPUTE_DTYPE[self.precision]
+        self.net_def, self.params = self._build_net()
+        transform = self.input_transform()
+        if transform is not None:
+            order, scale, shift = transform
+            self.input_order = np.asarray(order)
+            self.input_scale = jax.device_put(scale, self.jax_device)  # broadcasts over NHWC's last axis
+            self.input_shift = jax.device_put(shift, self.jax_device)
+        self.has_input_transform = transform is not None
+        # Compiled once per shape and static settings. The VGG weights are an
+        # argument (not closed over), so they are not baked into each program.
+        self._extract_features = jax.jit(self._features, static_argnames="plan")
+        self._train_step = jax.jit(self._step, donate_argnames="state")
+        self._train_steps = jax.jit(self._steps, static_argnames="num_steps", donate_argnames="state")
+        self._loss_and_grad = jax.jit(self._value_and_grad)
+
+    def _build_net(self) -> tuple[nnx.GraphDef, nnx.State]:
+        # Flax's checkpoint-restoring idiom: an abstract module (no random init), then our arrays.
+        abstract = nnx.eval_shape(lambda: VGG19(precision=CONV_PRECISION[self.precision], dtype=self.compute_dtype,
+                                                rngs=nnx.Rngs(0)))
+        net_def, params = nnx.split(abstract)
+        arrays = {
+            "layers": {
+                conv.index: {
+                    "kernel": np.transpose(self.weights.params[conv.weight_key], (2, 3, 1, 0)),  # OIHW -> HWIO
+                    "bias": np.asarray(self.weights.params[conv.bias_key]),
+                }
+                for conv in CONV_LAYERS
+            }
+        }
+        nnx.replace_by_pure_dict(params, jax.device_put(arrays, self.jax_device))
+        return net_def, params
+
+    # --- tensors --------------------------------------------------------------------------
+
+    def from_numpy(self, x: np.ndarray) -> jax.Array:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 4:
+            x = np.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
+        return jax.device_put(x, self.jax_device)
+
+    def to_numpy(self, t) -> np.ndarray:
+        x = np.asarray(jax.device_get(t), dtype=np.float32)
+        return np.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x  # NHWC -> NCHW
+
+    def synchronize(self) -> None:
+        # JAX dispatches asynchronously; every queued computation ends in some live array.
+        jax.block_until_ready(jax.live_arrays(self.jax_device.platform))
+
+    def device_name(self) -> str | None:
+        return self.jax_device.device_kind if self.jax_device.platform != "cpu" else None
+
+    def peak_device_bytes(self) -> int | None:
+        if self.jax_device.platform == "cpu":
+            return None
+        return (self.jax_device.memory_stats() or {}).get("peak_bytes_in_use")
+
+    # --- model and losses -----------------------------------------------------------------
+
+    def extract_features(self, X, content_layers, style_layers):
+        return self._extract_features(self.params, X, plan=self.plan(content_layers, style_layers))
+
+    def _features(self, params, X, plan: FeaturePlan):
+        net = nnx.merge(self.net_def, params)
+        wanted = set(plan.content + plan.style)
+        if self.has_input_transform:
+            X = X[..., self.input_order] * self.input_scale + self.input_shift
+        taps = {}
+        for layer in plan.layers:
+            X = net.layers[layer.index](X)
+            if layer.name in wanted:
+                taps[layer.name] = X.astype(jnp.float32)
+        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+
+    def gram(self, X):
+        num_channels, n = X.shape[-1], X.size // X.shape[-1]
+        X = X.reshape((n, num_channels))  # NHWC: channels last, so X.T @ X is torch's X @ X.T
+        return jnp.matmul(X.T, X, precision=self.matmul_precision) / (num_channels * n)
+
+    def content_loss(self, Y_hat, Y):
+        # Y is a target: stop_gradient so no gradient flows into the content image.
+        return jnp.square(Y_hat - jax.lax.stop_gradient(Y)).mean()
+
+    def style_loss(self, Y_hat, gram_Y):
+        return jnp.square(self.gram(Y_hat) - jax.lax.stop_gradient(gram_Y)).mean()
+
+    def tv_loss(self, Y_hat):
+        return 0.5 * (
+            abs_(Y_hat[:, 1:, :, :] - Y_hat[:, :-1, :, :]).mean()
+            + abs_(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]).mean()
+        )
+
+    # --- training -------------------------------------------------------------------------
+
+    def init_state(self, X, contents_Y, styles_Y, config) -> JaxState:
+        tx = adam_with_step_lr(config.lr, config.lr_decay_epoch, config.lr_decay, config.adam_eps)
+        # Copies: the compiled step donates the state's buffers, never the caller's arrays.
+        X = jnp.array(X, dtype=jnp.float32, copy=True)
+        styles_Y_gram = [self.gram(Y) for Y in styles_Y]
+        # tx.init's step counts would be uncommitted, default-device arrays: put them on ours
+        # (else the second step compiles again, and on a GPU machine device="cpu" would split).
+        opt_state = jax.device_put(tx.init(X), self.jax_device)
+        return JaxState(
+            X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx,
+            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+        )
+
+    def _loss(self, params, state: JaxState, X) -> LossParts:
+        contents_Y_hat, styles_Y_hat = self._features(params, X, self.plan(state.content_layers, state.style_layers))
+        contents_l, styles_l, tv_l, l = self.compute_loss(
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
+        )
+        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+
+    def _value_and_grad(self, params, state: JaxState) -> tuple[LossParts, jax.Array]:
+        """The losses at the state's image and the total's gradient w.r.t. the image only."""
+
+        def total(X):
+            losses = self._loss(params, state, X)
+            return losses.total, losses
+
+        (_, losses), grad = jax.value_and_grad(total, has_aux=True)(state.X)
+        return losses, grad
+
+    def _step(self, params, state: JaxState) -> tuple[JaxState, LossParts]:
+        losses, grad = self._value_and_grad(params, state)
+        updates, opt_state = state.tx.update(grad, state.opt_state)
+        X = optax.apply_updates(state.X, updates)
+        return state.replace(X=X, opt_state=opt_state), losses
+
+    def _steps(self, params, state: JaxState, num_steps: int) -> tuple[JaxState, LossParts]:
+        """``num_steps`` steps in one program, unrolled; the losses stacked along a new first axis."""
+        return jax.lax.scan(lambda state, _: self._step(params, state), state, length=num_steps, unroll=True)
+
+    def train_step(self, state: JaxState):
+        """One compiled step; ``state`` is donated: use only the returned one afterwards."""
+        return self._train_step(self.params, state)
+
+    def loss_and_grad(self, state: JaxState):
+        return self._loss_and_grad(self.params, state)
+
+    def current_image(self, state: JaxState):
+        return state.X
+
+    def train(self, X, contents_Y, styles_Y, config, callback=None, report_every=1):
+        """``BackendBase.train``; on the CPU, several steps per dispatch between two reports."""
+        k = min(report_every, STEPS_PER_DISPATCH)
+        if k == 1 or self.jax_device.platform != "cpu":
+            return super().train(X, contents_Y, styles_Y, config, callback, report_every)
+        state = self.init_state(X, contents_Y, styles_Y, config)
+        history: list[LossParts] = []
+        epoch = 0
+        while epoch < config.num_epochs:
+            period = min(report_every, config.num_epochs - epoch)  # steps until the next report
+            pending = []
+            for _ in range(period // k):
+                state, losses = self._train_steps(self.params, state, num_steps=k)
+                pending.append(losses)
+            for _ in range(period % k):
+                state, losses = self.train_step(state)
+                pending.append(LossParts(*(v[None] for v in losses)))
+            for losses in jax.device_get(pending):
+                history.extend(LossParts(*map(float, parts)) for parts in zip(*losses))
+            epoch += period
+            if callback is not None:
+                callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history))
+        return self.current_image(state), history
+
+    # --- native weights -------------------------------------------------------------------
+
+    def load_native_weights(self) -> weight_sets.WeightSet:
+        """Keras' ImageNet VGG19 (the original Caffe weights) from Keras' download cache."""
+        return load_native_weights()
+
+
+def pick_device(requested: str | None) -> jax.Device:
+    """None: JAX's default device (a GPU when there is one); else "cpu", "gpu", "cuda:1", ..."""
+    if requested is None:
+        return jax.devices()[0]
+    platform, _, index = requested.strip().lower().lstrip("/").removeprefix("device:").partition(":")
+    platform = {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        raise UserError(f"JAX has no {platform!r} device here (it sees {', '.join(map(str, jax.devices()))})") from None
+    try:
+        return devices[int(index or 0)]
+    except (ValueError, IndexError):
+        raise UserError(f"no JAX device {requested!r}; there are {len(devices)} {platform} device(s)") from None
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded models: $KERAS_HOME/models, else ~/.keras/models (/tmp if ~ is read-only)."""
+    if "KERAS_HOME" in os.environ:
+        home = Path(os.environ["KERAS_HOME"])
+    else:
+        user = Path.home()
+        home = (user if os.access(user, os.W_OK) else Path("/tmp")) / ".keras"
+    return home / "models"
+
+
+def native_cache_path() -> Path:
+    return keras_cache_dir() / NATIVE_FILE
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)  # Keras' integrity check, not security
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:
+    """Read the Keras h5 with h5py (TensorFlow is never imported); never downloads."""
+    expected_md5 = expected_md5 or NATIVE_MD5
+    path = native_cache_path()
+    if not path.exists():
+        raise WeightsUnavailable(
+            f"Keras' VGG19 weights ({NATIVE_FILE}) are not in the Keras cache folder {path.parent} "
+            f"(JAX has no model zoo and nothing is downloaded); use --weights bundled instead"
+        )
+    digest = md5_of(path)
+    if digest != expected_md5:
+        raise UserError(f"{path} has md5 {digest}, expected {expected_md5}; refusing to load it")
+    try:
+        import h5py
+    except ImportError:
+        raise WeightsUnavailable("reading Keras' h5 weights needs h5py (pip install h5py); "
+                                 "or use --weights bundled") from None
+    params = {}
+    with h5py.File(path, "r") as f:
+        for conv in CONV_LAYERS:
+            name = keras_name(conv.name)
+            if name not in f:
+                raise UserError(f"{path} is not Keras' VGG19: it has no layer {name}")
+            group = f[name]
+            # Keras 1 files name them block1_conv1_W_1:0 / _b_1:0, Keras 2 block1_conv1/kernel:0 / bias:0.
+            kernel_name, bias_name = (n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"])
+            kernel = np.asarray(group[kernel_name][()], dtype=np.float32)
+            params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)))  # HWIO -> OIHW
+            params[conv.bias_key] = np.asarray(group[bias_name][()], dtype=np.float32)
+    return weight_sets.WeightSet(
+        "native", params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, f"Keras {NATIVE_FILE}"
+    )

@@ -1,0 +1,306 @@
+"""TensorFlow backend: d2l 13.12's PyTorch listing, with explicit named taps.
+
+Keras' own VGG19 (``keras.applications.VGG19``, NHWC), frozen; the
+synthesized image is the only ``tf.Variable`` trained; Keras' Adam with an
+``ExponentialDecay(staircase=True)`` schedule, which is PyTorch's StepLR; one
+``tf.function`` per training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+# Before TensorFlow's first import, and only if the user chose nothing: fewer C++ log lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keras 3 runs on whichever framework KERAS_BACKEND names; this backend needs TensorFlow.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from common import weights as weight_sets  # noqa: E402
+from common.backend import BackendBase  # noqa: E402
+from common.errors import BackendUnavailable, UserError, WeightsUnavailable  # noqa: E402
+from common.interface import LossParts  # noqa: E402
+from common.vgg import CONV_LAYERS, VGG19_LAYERS, keras_name  # noqa: E402
+
+# Keras' ImageNet VGG19 without the classifier, as keras/src/applications/vgg19.py
+# downloads it; Keras publishes the file's md5, which we check before loading.
+NATIVE_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+)
+NATIVE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+NATIVE_MD5 = "253f8cb515780f3b799900260a226db6"
+DOWNLOAD_TIMEOUT_S = 30  # per connect or read, not for the whole file
+
+# XLA or not for the training step. Measured at 150x225, bundled weights, TF 2.21
+# on 2 shared CPU cores, seconds per step after 4 warm-up steps, best / median of
+# 5-step blocks taken in turn: tf.function 0.26 / 0.32, tf.function(jit_compile=
+# True) 0.31 / 0.61 (two runs agreed), and XLA's first step takes 2-4 s, not 1 s.
+JIT_COMPILE = False
+
+
+@dataclass
+class TensorFlowState:
+    gen_img: tf.Variable  # d2l's SynthesizedImage: the image itself is the only trained variable
+    trainer: keras.optimizers.Optimizer  # Adam; its learning-rate schedule is d2l's StepLR
+    contents_Y: list
+    styles_Y_gram: list
+    content_layers: tuple
+    style_layers: tuple
+    loss_weights: object
+    step: Callable[[], LossParts] | None = None  # this run's compiled training step
+
+
+class TensorFlowBackend(BackendBase):
+    name = "tensorflow"
+
+    def __init__(self, **kwargs):
+        if keras.backend.backend() != "tensorflow":
+            raise BackendUnavailable(
+                f"Keras runs on {keras.backend.backend()!r} in this process; the tensorflow backend needs "
+                "KERAS_BACKEND=tensorflow"
+            )
+        _enable_gpu_memory_growth()  # before any op, and native weights build a model
+        super().__init__(**kwargs)
+        self.device = _device_name(self.requested_device)
+        # Strict float32 unless asked: TensorFlow uses TF32 for convolutions and matmuls by default.
+        tf.config.experimental.enable_tensor_float_32_execution(self.precision == "tf32")
+        # bf16: Keras mixed precision, per layer (no global policy): bfloat16 compute, float32 variables.
+        self.dtype_policy = keras.DTypePolicy("mixed_bfloat16" if self.precision == "bf16" else "float32")
+        self.jit_compile = JIT_COMPILE
+        with tf.device(self.device):
+            self.net = self._build_net()
+            transform = self.input_transform()
+            if transform is not None:
+                order, scale, shift = transform
+                self.input_order = order
+                self.input_scale = tf.constant(scale.reshape(1, 1, 1, 3))
+                self.input_shift = tf.constant(shift.reshape(1, 1, 1, 3))
+        self.has_input_transform = transform is not None
+
+    def _build_net(self) -> list:
+        """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
+        vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+        vgg.trainable = False
+        net = []
+        for layer in VGG19_LAYERS:
+            if layer.kind == "conv":
+                conv = vgg.get_layer(keras_name(layer.name))
+                conv.set_weights([
+                    np.transpose(self.weights.params[layer.weight_key], (2, 3, 1, 0)),  # OIHW -> HWIO
+                    self.weights.params[layer.bias_key],
+                ])
+                # Keras fuses the ReLU into the convolution; taps are explicit
+                # (common/vgg.py), so the ReLU becomes its own entry, as in torchvision.
+                conv.activation = None
+                net.append(conv)
+            elif layer.kind == "relu":
+                net.append(keras.layers.ReLU(name=layer.name))
+            else:
+                net.append(vgg.get_layer(layer.name.replace("pool", "block") + "_pool"))  # pool3 -> block3_pool
+        for module in net:
+            module.dtype_policy = self.dtype_policy
+        return net
+
+    # --- tensors --------------------------------------------------------------------------
+
+    def from_numpy(self, x: np.ndarray) -> tf.Tensor:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 4:
+            x = np.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
+        with tf.device(self.device):
+            return tf.constant(x)
+
+    def to_numpy(self, t) -> np.ndarray:
+        if isinstance(t, (tf.Tensor, tf.Variable)):
+            t = tf.cast(t, tf.float32).numpy()
+        t = np.asarray(t)
+        if t.ndim == 4:
+            t = np.transpose(t, (0, 3, 1, 2))  # NHWC -> NCHW
+        return t
+
+    # TensorFlow's .numpy() waits for the value, so synchronize needs nothing (BackendBase).
+
+    def device_name(self) -> str | None:
+        if not self.device.startswith("/GPU"):
+            return None
+        gpu = tf.config.list_physical_devices("GPU")[int(self.device.rpartition(":")[2])]
+        return tf.config.experimental.get_device_details(gpu).get("device_name")
+
+    def peak_device_bytes(self) -> int | None:
+        if not self.device.startswith("/GPU"):
+            return None
+        return tf.config.experimental.get_memory_info(self.device.lstrip("/"))["peak"]
+
+    # --- model and losses -----------------------------------------------------------------
+
+    def extract_features(self, X, content_layers, style_layers):
+        plan = self.plan(content_layers, style_layers)
+        wanted = set(plan.content + plan.style)
+        taps = {}
+        with tf.device(self.device):
+            if self.has_input_transform:
+                X = tf.gather(X, self.input_order, axis=-1) * self.input_scale + self.input_shift
+            for layer in plan.layers:
+                X = self.net[layer.index](X)
+                if layer.name in wanted:
+                    taps[layer.name] = tf.cast(X, tf.float32)
+        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+
+    def gram(self, X):
+        num_channels, n = X.shape[-1], X.shape.num_elements() // X.shape[-1]
+        X = tf.reshape(X, (n, num_channels))  # NHWC: one row per pixel, so X^T X is C x C
+        return tf.matmul(X, X, transpose_a=True) / (num_channels * n)
+
+    def content_loss(self, Y_hat, Y):
+        # Y is a target: no gradient flows into the content image.
+        return tf.reduce_mean(tf.square(Y_hat - tf.stop_gradient(Y)))
+
+    def style_loss(self, Y_hat, gram_Y):
+        return tf.reduce_mean(tf.square(self.gram(Y_hat) - tf.stop_gradient(gram_Y)))
+
+    def tv_loss(self, Y_hat):
+        return 0.5 * (
+            tf.reduce_mean(tf.abs(Y_hat[:, 1:, :, :] - Y_hat[:, :-1, :, :]))
+            + tf.reduce_mean(tf.abs(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]))
+        )
+
+    # --- training -------------------------------------------------------------------------
+
+    def init_state(self, X, contents_Y, styles_Y, config) -> TensorFlowState:
+        with tf.device(self.device):
+            gen_img = tf.Variable(tf.cast(X, tf.float32), name="gen_img")
+            # StepLR: Keras evaluates the schedule at the number of finished
+            # steps, so epoch e (0-based) uses lr * lr_decay ** (e // lr_decay_epoch).
+            lr = keras.optimizers.schedules.ExponentialDecay(
+                config.lr, decay_steps=config.lr_decay_epoch, decay_rate=config.lr_decay, staircase=True
+            )
+            # Keras adds epsilon to sqrt(v) before v's bias correction ("epsilon hat"),
+            # PyTorch after it: the same adam_eps weighs 1/sqrt(1 - 0.999**t) times more here.
+            trainer = keras.optimizers.Adam(learning_rate=lr, epsilon=config.adam_eps)
+            trainer.build([gen_img])  # Adam's moments, created now rather than inside tf.function
+            styles_Y_gram = [self.gram(Y) for Y in styles_Y]
+        state = TensorFlowState(
+            gen_img, trainer, list(contents_Y), styles_Y_gram,
+            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+        )
+
+        def step() -> LossParts:
+            with tf.GradientTape() as tape:
+                losses = self._loss(state, state.gen_img)
+            grad = tape.gradient(losses.total, state.gen_img)
+            state.trainer.apply_gradients([(grad, state.gen_img)])
+            return losses
+
+        state.step = tf.function(step, jit_compile=self.jit_compile)
+        return state
+
+    def _loss(self, state: TensorFlowState, X) -> LossParts:
+        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
+        contents_l, styles_l, tv_l, l = self.compute_loss(
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
+        )
+        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+
+    def train_step(self, state: TensorFlowState):
+        with tf.device(self.device):
+            losses = state.step()
+        return state, losses
+
+    def loss_and_grad(self, state: TensorFlowState):
+        with tf.device(self.device), tf.GradientTape() as tape:
+            losses = self._loss(state, state.gen_img)
+        return losses, tape.gradient(losses.total, state.gen_img)
+
+    def current_image(self, state: TensorFlowState):
+        return state.gen_img.read_value()
+
+    # --- native weights -------------------------------------------------------------------
+
+    def load_native_weights(self) -> weight_sets.WeightSet:
+        """Keras' ImageNet VGG19 (no top) from Keras' cache folder."""
+        return load_native_weights()
+
+
+def _enable_gpu_memory_growth() -> None:
+    """Let TensorFlow take GPU memory as it needs it, instead of nearly all of it at start."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # this GPU is initialized already; its setting can no longer change
+
+
+def _device_name(requested: str | None) -> str:
+    """None, "cpu", "gpu", "cuda:1", "/GPU:1"... -> TensorFlow's "/CPU:0" or "/GPU:i"."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested is None:
+        return "/GPU:0" if gpus else "/CPU:0"
+    match = re.fullmatch(r"/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?", requested.strip(), re.IGNORECASE)
+    if match is None:
+        raise UserError(f"unknown device {requested!r}; expected 'cpu', 'gpu', 'gpu:N' or '/GPU:N'")
+    kind = "CPU" if match[1].lower() == "cpu" else "GPU"
+    index = int(match[2] or 0)
+    if kind == "GPU" and index >= len(gpus):
+        raise UserError(f"device {requested!r}: TensorFlow sees {len(gpus)} GPU(s) here")
+    return f"/{kind}:{index}"
+
+
+def keras_home() -> Path:
+    """Keras' cache folder: $KERAS_HOME, else ~/.keras (read at call time; Keras reads it at import)."""
+    return Path(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))))
+
+
+def native_cache_path() -> Path:
+    return keras_home() / "models" / NATIVE_FILE
+
+
+def md5_of(path: str | os.PathLike) -> str:
+    digest = hashlib.md5(usedforsecurity=False)  # Keras publishes md5; integrity, not security
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_native_weights() -> weight_sets.WeightSet:
+    """Keras' VGG19 weights as a WeightSet keyed like torchvision (OIHW), Caffe input convention."""
+    path = native_cache_path()
+    if not path.exists():
+        timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # Keras' urlretrieve has none: a firewall would hang it
+        try:
+            path = Path(keras.utils.get_file(
+                NATIVE_FILE, NATIVE_URL, cache_subdir="models", file_hash=NATIVE_MD5, cache_dir=os.fspath(keras_home())
+            ))
+        except Exception as exc:  # offline: Keras raises a bare Exception naming the URL
+            # Keras words it "URL fetch failure on <url>: <code> -- <reason>"; keep the reason.
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0].rpartition(" -- ")[2]
+            raise WeightsUnavailable(
+                f"Keras' VGG19 weights ({NATIVE_FILE}) are not in the cache folder {path.parent} "
+                f"and could not be downloaded ({reason}); use --weights bundled instead"
+            ) from None
+        finally:
+            socket.setdefaulttimeout(timeout)
+    digest = md5_of(path)
+    if digest != NATIVE_MD5:
+        raise UserError(f"{path} has md5 {digest}, expected {NATIVE_MD5}; refusing to load it")
+    # Keras reads its own file format: build VGG19 from the file, then read the arrays back.
+    vgg = keras.applications.VGG19(include_top=False, weights=os.fspath(path), input_shape=(None, None, 3))
+    params = {}
+    for conv in CONV_LAYERS:
+        kernel, bias = vgg.get_layer(keras_name(conv.name)).get_weights()
+        params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)), np.float32)  # HWIO -> OIHW
+        params[conv.bias_key] = np.asarray(bias, dtype=np.float32)
+    return weight_sets.WeightSet(
+        "native", params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, f"keras.applications {NATIVE_FILE}"
+    )

@@ -1,0 +1,110 @@
+"""Measure cross-backend agreement and print the README's table.
+
+    python benchmarks/agreement_table.py            # all installed backends, float32 on the CPU
+    python benchmarks/agreement_table.py --json runs/agreement.json
+
+Every entry is max |a - b| / max(|a|, |b|) over all elements and cases, with the
+same NumPy inputs fed to each backend. "numpy" is common/reference.py in float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+import backends  # noqa: E402
+from common import agreement, atomic, reference  # noqa: E402
+from common.config import D2L  # noqa: E402
+
+TRAIN_EPOCHS = 20
+
+
+def measure(names: list[str]) -> dict[str, dict[str, float]]:
+    """{quantity: {"a vs b": max relative error}}."""
+    made = {}
+    for name in names:
+        made[name, "random"] = backends.get_backend(name, weights="random", device="cpu")
+        made[name, "bundled"] = backends.get_backend(name, weights="bundled", device="cpu")
+    table: dict[str, dict[str, float]] = {}
+
+    def record(quantity, pair, diff):
+        key = f"{pair[0]} vs {pair[1]}"
+        table.setdefault(quantity, {})[key] = max(table.get(quantity, {}).get(key, 0.0), diff.rel)
+
+    # Small tensors: each backend against the float64 reference, and every pair.
+    outputs = {}
+    for (shape, scale), case in zip(agreement.SHAPES, agreement.SHAPE_IDS):
+        x, y = agreement.tensors(shape, scale, count=2)
+        outputs["numpy", case] = {
+            "gram": reference.gram(x), "tv": reference.tv_loss(x),
+            "content loss": reference.content_loss(x, y), "style loss": reference.style_loss(x, reference.gram(y)),
+        }
+        for name in names:
+            b = made[name, "random"]
+            outputs[name, case] = {
+                "gram": agreement.gram(b, x), "tv": agreement.tv_loss(b, x),
+                "content loss": agreement.content_loss(b, x, y), "style loss": agreement.style_loss(b, x, y),
+            }
+        for a, b in itertools.combinations(["numpy", *names], 2):
+            for quantity in outputs["numpy", case]:
+                record(quantity, (a, b), agreement.difference(outputs[a, case][quantity], outputs[b, case][quantity]))
+
+    content_x, style_x = agreement.images()
+    config = D2L.replace(image_shape=agreement.IMAGE_SHAPE, num_epochs=TRAIN_EPOCHS)
+    names_all = agreement.all_tap_names(config)
+    results = {}
+    for name in names:
+        for weights in ("random", "bundled"):
+            b = made[name, weights]
+            results[name, weights, "features"] = agreement.features(b, content_x, names_all)
+            results[name, weights, "grad"] = agreement.loss_and_grad(b, content_x, style_x, config)
+        b = made[name, "bundled"]
+        run = list(agreement.steps(b, content_x, style_x, config, TRAIN_EPOCHS))
+        results[name, "step"] = run[0][1]
+        results[name, "history"] = np.array([losses for losses, _ in run])
+        results[name, "final"] = run[-1][1]
+    for a, b in itertools.combinations(names, 2):
+        for weights in ("random", "bundled"):
+            for layer in names_all:
+                record(f"features ({weights})", (a, b),
+                       agreement.difference(results[a, weights, "features"][layer], results[b, weights, "features"][layer]))
+            record(f"loss ({weights})", (a, b), agreement.difference(results[a, weights, "grad"][0], results[b, weights, "grad"][0]))
+            record(f"gradient ({weights})", (a, b), agreement.difference(results[a, weights, "grad"][1], results[b, weights, "grad"][1]))
+        record("image after 1 Adam step", (a, b), agreement.difference(results[a, "step"], results[b, "step"]))
+        for k, part in enumerate(("content", "style", "tv", "total")):
+            per_epoch = [agreement.difference(results[a, "history"][:, k], results[b, "history"][:, k])]
+            record(f"{TRAIN_EPOCHS}-epoch loss history", (a, b), max(per_epoch, key=lambda d: d.rel))
+        record(f"image after {TRAIN_EPOCHS} epochs", (a, b), agreement.difference(results[a, "final"], results[b, "final"]))
+    return table
+
+
+def markdown(table: dict[str, dict[str, float]]) -> str:
+    pairs = sorted({pair for row in table.values() for pair in row}, key=lambda p: (not p.startswith("numpy"), p))
+    lines = ["| quantity | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
+    for quantity, row in table.items():
+        lines.append(f"| {quantity} | " + " | ".join(f"{row[p]:.1e}" if p in row else "" for p in pairs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=",".join(backends.NAMES), help="comma-separated backends")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    names = [n for n in args.backends.split(",") if not backends.why_unavailable(n)]
+    table = measure(names)
+    print(markdown(table))
+    if args.json:
+        atomic.write_text(args.json, json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

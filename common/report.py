@@ -1,0 +1,127 @@
+"""Turning backend results into tables and pictures (no framework imports)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from common import atomic
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
+    """Max absolute pixel difference and PSNR between each pair of finished backends."""
+    finished = [r for r in results if r.get("status") == "ok"]
+    pixels = {r["backend"]: np.asarray(Image.open(out_dir / r["image"]).convert("RGB")) for r in finished}
+    rows = []
+    for a, b in itertools.combinations(pixels, 2):
+        diff = np.abs(pixels[a].astype(np.int16) - pixels[b].astype(np.int16))
+        rows.append({"pair": [a, b], "max_abs_pixel_diff": int(diff.max()), "psnr_db": psnr(pixels[a], pixels[b])})
+    return rows
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _mib(n) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def summary_table(results: list[dict]) -> str:
+    header = (
+        "| backend | status | setup s | first step s | ms/step (median) | p10-p90 ms | total s | "
+        "host MiB | device MiB | content | style | tv |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for r in results:
+        if r.get("status") != "ok":
+            rows.append(f"| {r['backend']} | {r['status']}: {r.get('error', '')} |" + " |" * 10)
+            continue
+        f = r["final_losses"]
+        rows.append(
+            f"| {r['backend']} | ok | {r['setup_s']:.1f} | {r['first_step_s']:.2f} | {_ms(r['step_s_median'])} | "
+            f"{_ms(r['step_s_p10'])}-{_ms(r['step_s_p90'])} | {r['total_s']:.1f} | {_mib(r['peak_host_bytes'])} | "
+            f"{_mib(r['peak_device_bytes'])} | {f['content']:.4g} | {f['style']:.4g} | {f['tv']:.4g} |"
+        )
+    return header + "\n".join(rows) + "\n"
+
+
+def agreement_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(fewer than two backends finished)\n"
+    lines = ["| pair | max abs pixel diff (0-255) | PSNR dB |", "|---|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {row['psnr_db']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def ratio_table(a: dict, b: dict, label_a: str, label_b: str) -> str:
+    """Per backend, B's times over A's (below 1: B is faster)."""
+    by_a = {r["backend"]: r for r in a["backends"] if r.get("status") == "ok"}
+    by_b = {r["backend"]: r for r in b["backends"] if r.get("status") == "ok"}
+    lines = [
+        f"A: {label_a} ({a.get('machine', {}).get('device', '?')})  \nB: {label_b} ({b.get('machine', {}).get('device', '?')})\n",
+        "| backend | A ms/step | B ms/step | B/A step | B/A setup | B/A first step | B/A total |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in sorted(set(by_a) | set(by_b)):
+        if name not in by_a or name not in by_b:
+            lines.append(f"| {name} | {'-' if name not in by_a else _ms(by_a[name]['step_s_median'])} | "
+                         f"{'-' if name not in by_b else _ms(by_b[name]['step_s_median'])} | - | - | - | - |")
+            continue
+        ra, rb = by_a[name], by_b[name]
+        ratios = [rb[k] / ra[k] for k in ("step_s_median", "setup_s", "first_step_s", "total_s")]
+        lines.append(f"| {name} | {_ms(ra['step_s_median'])} | {_ms(rb['step_s_median'])} | "
+                     + " | ".join(f"{x:.2f}" for x in ratios) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(out_path: Path, panels: list[tuple[str, Image.Image]], height: int = 240) -> None:
+    """Content, style and each backend's result in one row, labelled."""
+    scaled = [(label, img.resize((max(1, round(img.width * height / img.height)), height))) for label, img in panels]
+    label_h, gap = 22, 6
+    width = sum(img.width for _, img in scaled) + gap * (len(scaled) - 1)
+    canvas = Image.new("RGB", (width, height + label_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for label, img in scaled:
+        canvas.paste(img, (x, label_h))
+        draw.text((x + 4, 4), label, fill="black")
+        x += img.width + gap
+    with atomic.atomic_path(out_path) as tmp:
+        canvas.save(tmp, format="PNG")
+
+
+def loss_plot(out_path: Path, results: list[dict]) -> None:
+    """Each loss part against the epoch, one line per backend, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [r for r in results if r.get("status") == "ok"]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for k, part in enumerate(("content", "style", "tv", "total")):
+        ax = axes[k]
+        for r in finished:
+            history = np.asarray(r["history"])
+            ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r["backend"], lw=1.2)
+        ax.set_title(f"{part} loss")
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    with atomic.atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

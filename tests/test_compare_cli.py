@@ -1,0 +1,200 @@
+"""compare.py as a user meets it: --help, one-line errors, a real small run, and every fault."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import backends
+import compare
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "compare.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_explains_the_options():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for option in ("--backends", "--content", "--style", "--size", "--epochs", "--lr", "--content-weight",
+                   "--style-weight", "--tv-weight", "--weights", "--precision", "--device", "--repeat", "--out",
+                   "--seed", "--quiet", "--ratio", "--taps"):
+        assert option in out.stdout
+    assert "default" in out.stdout
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "text.jpg").write_text("not an image")
+    Image.new("RGB", (20, 20)).save(tmp_path / "tiny.png")
+    full = tmp_path / "full.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(full)
+    (tmp_path / "truncated.jpg").write_bytes(full.read_bytes()[:300])
+    return tmp_path
+
+
+BAD_INPUTS = {
+    "missing content": (["--content", "{d}/missing.jpg"], "does not exist"),
+    "not an image": (["--style", "{d}/text.jpg"], "not an image"),
+    "truncated": (["--content", "{d}/truncated.jpg"], "could not be decoded"),
+    "tiny image": (["--style", "{d}/tiny.png"], "poolings need at least"),
+    "size too small": (["--size", "16x300"], "too small"),
+    "size too large": (["--size", "300x90000"], "too large"),
+    "size malformed": (["--size", "300by450"], "HEIGHTxWIDTH"),
+    "lr zero": (["--lr", "0"], "must be > 0"),
+    "lr negative": (["--lr", "-1"], "must be > 0"),
+    "lr nan": (["--lr", "nan"], "must be finite"),
+    "epochs zero": (["--epochs", "0"], "must be > 0"),
+    "epochs fraction": (["--epochs", "2.5"], "whole number"),
+    "style weight negative": (["--style-weight", "-3"], "must be >= 0"),
+    "tv weight inf": (["--tv-weight", "inf"], "must be finite"),
+    "unknown backend": (["--backends", "mxnet"], "unknown backend"),
+    "bad precision": (["--precision", "fp8"], "invalid choice"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_writes_nothing(bad_files, case):
+    args, message = BAD_INPUTS[case]
+    out_dir = bad_files / "out"
+    result = run_cli(*[a.format(d=bad_files) for a in args], "--out", str(out_dir), timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compare.py: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out_dir.exists()
+
+
+def test_convertible_image_is_converted_and_said(tmp_path):
+    gray = tmp_path / "gray.png"
+    Image.new("L", (64, 64), 100).save(gray)
+    result = run_cli("--content", str(gray), "--backends", "torch", "--out", str(tmp_path / "out"), "--quiet",
+                     "--size", "32x32", "--epochs", "1", "--weights", "random")
+    assert "converted from mode L" in result.stdout
+
+
+def test_a_small_real_run_writes_the_whole_report(tmp_path):
+    name = next((n for n in ("torch", "jax", "tensorflow") if not backends.why_unavailable(n)), None)
+    if name is None:
+        pytest.skip("no backend installed")
+    out = tmp_path / "out"
+    result = run_cli("--backends", name, "--size", "32x48", "--epochs", "3", "--weights", "random", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "results.json").read_text())
+    (row,) = summary["backends"]
+    assert row["status"] == "ok" and len(row["history"]) == 3 and row["step_s_median"] > 0
+    for key in ("setup_s", "first_step_s", "total_s", "peak_host_bytes", "final_losses", "versions"):
+        assert key in row
+    assert summary["config"]["image_shape"] == [32, 48] and summary["machine"]["python"]
+    for file in (f"{name}.png", "content.png", "style.png", "summary.md", "side_by_side.png", "losses.png"):
+        assert (out / file).stat().st_size > 0
+    assert Image.open(out / f"{name}.png").size == (48, 32)
+    assert "| backend |" in result.stdout and f"| {name} | ok |" in result.stdout
+    assert not (out / ".jobs").exists()
+
+
+# --- faults: a fake worker stands in for common.runner -----------------------------------------
+
+FAKE_WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from pathlib import Path
+    job = json.loads(Path(sys.argv[1]).read_text())
+    out = Path(job["out_dir"])
+    behaviour = json.loads(os.environ["FAKE_BEHAVIOUR"])[job["backend"]]
+    if behaviour == "crash":
+        sys.stderr.write("Traceback...\\nRuntimeError: CUDA error: an illegal memory access\\n")
+        sys.exit(1)
+    if behaviour == "oom-kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if behaviour == "hang":
+        time.sleep(600)
+    if behaviour == "interrupt":
+        os.kill(os.getppid(), signal.SIGINT)
+        time.sleep(600)
+    from PIL import Image
+    Image.new("RGB", (48, 32), (10, 20, 30)).save(out / (job["backend"] + ".png"))
+    result = {"backend": job["backend"], "status": "ok", "setup_s": 1.0, "first_step_s": 0.5,
+              "step_s_median": 0.1, "step_s_p10": 0.09, "step_s_p90": 0.11, "total_s": 2.0,
+              "peak_host_bytes": 2**30, "peak_device_bytes": None,
+              "final_losses": {"content": 1.0, "style": 2.0, "tv": 3.0, "total": 6.0},
+              "history": [[1.0, 2.0, 3.0, 6.0]] * 3, "image": job["backend"] + ".png"}
+    (out / "result.json").write_text(json.dumps(result))
+    """
+)
+
+
+@pytest.fixture
+def fake_runs(tmp_path, monkeypatch):
+    worker = tmp_path / "fake_worker.py"
+    worker.write_text(FAKE_WORKER)
+    monkeypatch.setattr(compare, "RUNNER", [sys.executable, str(worker)])
+    monkeypatch.setattr(backends, "why_unavailable", lambda name: None)
+
+    def run(behaviours: dict, *extra):
+        monkeypatch.setenv("FAKE_BEHAVIOUR", json.dumps(behaviours))
+        out = tmp_path / "out"
+        code = compare.main(["--backends", ",".join(behaviours), "--size", "32x48", "--epochs", "3", "--quiet",
+                             "--out", str(out), *extra])
+        return code, json.loads((out / "results.json").read_text()), out
+
+    return run
+
+
+def statuses(summary):
+    return {row["backend"]: row["status"] for row in summary["backends"]}
+
+
+def test_a_crash_gets_a_row_and_the_others_still_run(fake_runs):
+    code, summary, out = fake_runs({"torch": "crash", "jax": "ok"})
+    assert code == 0 and statuses(summary) == {"torch": "crashed", "jax": "ok"}
+    assert "illegal memory access" in summary["backends"][0]["error"]
+    assert (out / "jax.png").exists()
+
+
+def test_out_of_memory_kill_gets_a_row(fake_runs):
+    code, summary, _ = fake_runs({"torch": "ok", "tensorflow": "oom-kill", "jax": "ok"})
+    assert statuses(summary) == {"torch": "ok", "tensorflow": "out of memory", "jax": "ok"}
+    assert "signal 9" in summary["backends"][1]["error"]
+    assert [row["pair"] for row in summary["agreement"]] == [["torch", "jax"]]
+
+
+def test_timeout_gets_a_row(fake_runs):
+    code, summary, _ = fake_runs({"torch": "hang", "jax": "ok"}, "--timeout", "3")
+    assert statuses(summary) == {"torch": "timed out", "jax": "ok"}
+
+
+def test_not_installed_gets_a_row(fake_runs, monkeypatch):
+    monkeypatch.setattr(backends, "why_unavailable", lambda name: "needs jax: pip install jax" if name == "jax" else None)
+    code, summary, _ = fake_runs({"torch": "ok", "jax": "ok"})
+    assert statuses(summary) == {"torch": "ok", "jax": "not installed"}
+    assert "pip install jax" in summary["backends"][1]["error"]
+
+
+def test_ctrl_c_keeps_finished_results(fake_runs):
+    code, summary, out = fake_runs({"torch": "ok", "tensorflow": "interrupt", "jax": "ok"})
+    assert code == 130
+    assert statuses(summary) == {"torch": "ok", "tensorflow": "interrupted"}
+    assert (out / "torch.png").exists() and (out / "summary.md").exists()
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".results*"))
+
+
+def test_ratio_report(fake_runs, tmp_path):
+    _, summary, out = fake_runs({"torch": "ok", "jax": "ok"})
+    b = json.loads(json.dumps(summary))
+    for row in b["backends"]:
+        row["step_s_median"] /= 4
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert compare.main(["--ratio", str(out / "results.json"), str(tmp_path / "b.json"), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "ratio.md").read_text()
+    assert "| torch | 100.0 | 25.0 | 0.25 |" in text
