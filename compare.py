@@ -48,26 +48,22 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_float(text: str) -> float:
-    value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
+    return _float(text, lambda v: v > 0, "> 0")
 
 
 def nonnegative_float(text: str) -> float:
-    value = _float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+    return _float(text, lambda v: v >= 0, ">= 0")
 
 
-def _float(text: str) -> float:
+def _float(text: str, ok, bound: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {bound}, got {text!r}")
     return value
 
 
@@ -138,7 +134,19 @@ def build_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--ratio", nargs=2, type=Path, metavar=("A.json", "B.json"),
                    help="instead of running: a ratio table of two results.json files (B over A)")
+    p.add_argument("--diverge", type=backend_pair, metavar="A,B",
+                   help="instead of comparing: run backends A and B side by side for --epochs steps (default 20) "
+                        "from the same start and report where they first diverge, per step and per layer")
+    p.add_argument("--threshold", type=positive_float, default=1e-4,
+                   help="with --diverge: relative image difference that counts as diverged")
     return p
+
+
+def backend_pair(text: str) -> list[str]:
+    names = backend_list(text)
+    if len(names) != 2 or names[0] == names[1]:
+        raise argparse.ArgumentTypeError(f"expected two different backends such as torch,jax, got {text!r}")
+    return names
 
 
 # --- machine ------------------------------------------------------------------------------
@@ -268,11 +276,42 @@ def ratio(args) -> int:
     return 0
 
 
+def diverge(args) -> int:
+    """Both backends in this process (the registry imports them in a safe order), step by step."""
+    from common import agreement
+
+    for name in args.diverge:
+        reason = backends.why_unavailable(name)
+        if reason:
+            raise UserError(reason)
+    content_img = images.load_image(args.content, "content image")
+    style_img = images.load_image(args.style, "style image")
+    config = PRESETS["cpu"].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps,
+                                    image_shape=args.size or PRESETS["cpu"].image_shape, num_epochs=args.epochs or 20)
+    config.validate()
+    content_x = images.preprocess_array(content_img, config.image_shape)
+    style_x = images.preprocess_array(style_img, config.image_shape)
+    device = {"auto": None, "cpu": "cpu", "gpu": "gpu"}[args.device]
+    a, b = (backends.get_backend(name, weights=args.weights, device=device, precision=args.precision, taps=args.taps)
+            for name in args.diverge)
+    print(f"running {a.name} and {b.name} for {config.num_epochs} steps at "
+          f"{config.image_shape[0]}x{config.image_shape[1]}, weights {args.weights}, precision {args.precision}")
+    rows, first, layers = agreement.diverge(a, b, content_x, style_x, config, config.num_epochs, args.threshold)
+    text = agreement.divergence_report(a.name, b.name, rows, first, layers, args.threshold)
+    print(text)
+    path = args.out / f"diverge-{a.name}-{b.name}.md"
+    atomic.write_text(path, text)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.ratio:
             return ratio(args)
+        if args.diverge:
+            return diverge(args)
         return compare(args, argv if argv is not None else sys.argv[1:])
     except UserError as exc:
         print(f"compare.py: error: {exc}", file=sys.stderr)

@@ -17,7 +17,6 @@ index like torchvision's ``features[i]``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 # JAX reserves most of a GPU's memory at start-up unless told otherwise; the
@@ -26,7 +25,6 @@ import os
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from functools import lru_cache, partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -34,18 +32,13 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
+from common import keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase
 from common.config import LossWeights
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts, StepReport
-from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name
-
-# Keras' ImageNet VGG19 without its classifier, as keras.applications.VGG19(
-# include_top=False) caches it; JAX has no official model zoo of its own.
-NATIVE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# The md5 Keras checks on download (keras/src/applications/vgg19.py, file_hash=).
-NATIVE_MD5 = "253f8cb515780f3b799900260a226db6"
+from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
 # Steps per dispatch in ``train`` when reports come less often than steps, on the
 # CPU only. At 150x225 on 2 cores one step per dispatch took 0.366 s and an
@@ -236,10 +229,7 @@ class JaxBackend(BackendBase):
 
     def _loss(self, params, state: JaxState, X) -> LossParts:
         contents_Y_hat, styles_Y_hat = self._features(params, X, self.plan(state.content_layers, state.style_layers))
-        contents_l, styles_l, tv_l, l = self.compute_loss(
-            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
-        )
-        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+        return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def _value_and_grad(self, params, state: JaxState) -> tuple[LossParts, jax.Array]:
         """The losses at the state's image and the total's gradient w.r.t. the image only."""
@@ -318,57 +308,13 @@ def pick_device(requested: str | None) -> jax.Device:
         raise UserError(f"no JAX device {requested!r}; there are {len(devices)} {platform} device(s)") from None
 
 
-def keras_cache_dir() -> Path:
-    """Where Keras keeps downloaded models: $KERAS_HOME/models, else ~/.keras/models (/tmp if ~ is read-only)."""
-    if "KERAS_HOME" in os.environ:
-        home = Path(os.environ["KERAS_HOME"])
-    else:
-        user = Path.home()
-        home = (user if os.access(user, os.W_OK) else Path("/tmp")) / ".keras"
-    return home / "models"
-
-
-def native_cache_path() -> Path:
-    return keras_cache_dir() / NATIVE_FILE
-
-
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)  # Keras' integrity check, not security
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:
-    """Read the Keras h5 with h5py (TensorFlow is never imported); never downloads."""
-    expected_md5 = expected_md5 or NATIVE_MD5
-    path = native_cache_path()
+    """Keras' ImageNet VGG19 file (common/keras_weights.py) from Keras' cache folder, read with h5py.
+
+    JAX has no official model zoo of its own: this never downloads and never imports TensorFlow.
+    """
+    path = keras_weights.cache_path()
     if not path.exists():
-        raise WeightsUnavailable(
-            f"Keras' VGG19 weights ({NATIVE_FILE}) are not in the Keras cache folder {path.parent} "
-            f"(JAX has no model zoo and nothing is downloaded); use --weights bundled instead"
-        )
-    digest = md5_of(path)
-    if digest != expected_md5:
-        raise UserError(f"{path} has md5 {digest}, expected {expected_md5}; refusing to load it")
-    try:
-        import h5py
-    except ImportError:
-        raise WeightsUnavailable("reading Keras' h5 weights needs h5py (pip install h5py); "
-                                 "or use --weights bundled") from None
-    params = {}
-    with h5py.File(path, "r") as f:
-        for conv in CONV_LAYERS:
-            name = keras_name(conv.name)
-            if name not in f:
-                raise UserError(f"{path} is not Keras' VGG19: it has no layer {name}")
-            group = f[name]
-            # Keras 1 files name them block1_conv1_W_1:0 / _b_1:0, Keras 2 block1_conv1/kernel:0 / bias:0.
-            kernel_name, bias_name = (n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"])
-            kernel = np.asarray(group[kernel_name][()], dtype=np.float32)
-            params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)))  # HWIO -> OIHW
-            params[conv.bias_key] = np.asarray(group[bias_name][()], dtype=np.float32)
-    return weight_sets.WeightSet(
-        "native", params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, f"Keras {NATIVE_FILE}"
-    )
+        raise WeightsUnavailable(keras_weights.missing_message("JAX has no model zoo and nothing is downloaded"))
+    keras_weights.verify(path, expected_md5)
+    return keras_weights.weight_set(keras_weights.read_h5(path), f"Keras {keras_weights.FILE_NAME}")

@@ -8,7 +8,6 @@ synthesized image is the only ``tf.Variable`` trained; Keras' Adam with an
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
@@ -25,21 +24,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from common import keras_weights  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
 from common.backend import BackendBase  # noqa: E402
 from common.errors import BackendUnavailable, UserError, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, keras_name  # noqa: E402
 
-# Keras' ImageNet VGG19 without the classifier, as keras/src/applications/vgg19.py
-# downloads it; Keras publishes the file's md5, which we check before loading.
-NATIVE_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
-    "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-)
-NATIVE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-NATIVE_MD5 = "253f8cb515780f3b799900260a226db6"
-DOWNLOAD_TIMEOUT_S = 30  # per connect or read, not for the whole file
+# Native weights are Keras' ImageNet VGG19 file (common/keras_weights.py), downloaded
+# by Keras when its cache lacks it; this bounds each connect or read, not the whole file.
+DOWNLOAD_TIMEOUT_S = 30
 
 # XLA or not for the training step. Measured at 150x225, bundled weights, TF 2.21
 # on 2 shared CPU cores, seconds per step after 4 warm-up steps, best / median of
@@ -179,11 +173,7 @@ class TensorFlowBackend(BackendBase):
     def init_state(self, X, contents_Y, styles_Y, config) -> TensorFlowState:
         with tf.device(self.device):
             gen_img = tf.Variable(tf.cast(X, tf.float32), name="gen_img")
-            # StepLR: Keras evaluates the schedule at the number of finished
-            # steps, so epoch e (0-based) uses lr * lr_decay ** (e // lr_decay_epoch).
-            lr = keras.optimizers.schedules.ExponentialDecay(
-                config.lr, decay_steps=config.lr_decay_epoch, decay_rate=config.lr_decay, staircase=True
-            )
+            lr = step_lr(config.lr, config.lr_decay_epoch, config.lr_decay)
             # Keras adds epsilon to sqrt(v) before v's bias correction ("epsilon hat"),
             # PyTorch after it: the same adam_eps weighs 1/sqrt(1 - 0.999**t) times more here.
             trainer = keras.optimizers.Adam(learning_rate=lr, epsilon=config.adam_eps)
@@ -206,10 +196,7 @@ class TensorFlowBackend(BackendBase):
 
     def _loss(self, state: TensorFlowState, X) -> LossParts:
         contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
-        contents_l, styles_l, tv_l, l = self.compute_loss(
-            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
-        )
-        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+        return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TensorFlowState):
         with tf.device(self.device):
@@ -255,45 +242,26 @@ def _device_name(requested: str | None) -> str:
     return f"/{kind}:{index}"
 
 
-def keras_home() -> Path:
-    """Keras' cache folder: $KERAS_HOME, else ~/.keras (read at call time; Keras reads it at import)."""
-    return Path(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))))
+def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> keras.optimizers.schedules.LearningRateSchedule:
+    """PyTorch's StepLR as a Keras schedule.
+
+    Keras evaluates the schedule at the number of finished steps, so epoch e
+    (0-based) uses lr * lr_decay ** (e // lr_decay_epoch).
+    """
+    return keras.optimizers.schedules.ExponentialDecay(
+        lr, decay_steps=lr_decay_epoch, decay_rate=lr_decay, staircase=True
+    )
 
 
-def native_cache_path() -> Path:
-    return keras_home() / "models" / NATIVE_FILE
+def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:
+    """Keras' VGG19 weights as a WeightSet keyed like torchvision (OIHW), Caffe input convention.
 
-
-def md5_of(path: str | os.PathLike) -> str:
-    digest = hashlib.md5(usedforsecurity=False)  # Keras publishes md5; integrity, not security
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_native_weights() -> weight_sets.WeightSet:
-    """Keras' VGG19 weights as a WeightSet keyed like torchvision (OIHW), Caffe input convention."""
-    path = native_cache_path()
+    From Keras' cache folder; when it lacks the file, Keras downloads it (``keras.utils.get_file``).
+    """
+    path = keras_weights.cache_path()
     if not path.exists():
-        timeout = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # Keras' urlretrieve has none: a firewall would hang it
-        try:
-            path = Path(keras.utils.get_file(
-                NATIVE_FILE, NATIVE_URL, cache_subdir="models", file_hash=NATIVE_MD5, cache_dir=os.fspath(keras_home())
-            ))
-        except Exception as exc:  # offline: Keras raises a bare Exception naming the URL
-            # Keras words it "URL fetch failure on <url>: <code> -- <reason>"; keep the reason.
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0].rpartition(" -- ")[2]
-            raise WeightsUnavailable(
-                f"Keras' VGG19 weights ({NATIVE_FILE}) are not in the cache folder {path.parent} "
-                f"and could not be downloaded ({reason}); use --weights bundled instead"
-            ) from None
-        finally:
-            socket.setdefaulttimeout(timeout)
-    digest = md5_of(path)
-    if digest != NATIVE_MD5:
-        raise UserError(f"{path} has md5 {digest}, expected {NATIVE_MD5}; refusing to load it")
+        path = _download()
+    keras_weights.verify(path, expected_md5)
     # Keras reads its own file format: build VGG19 from the file, then read the arrays back.
     vgg = keras.applications.VGG19(include_top=False, weights=os.fspath(path), input_shape=(None, None, 3))
     params = {}
@@ -301,6 +269,26 @@ def load_native_weights() -> weight_sets.WeightSet:
         kernel, bias = vgg.get_layer(keras_name(conv.name)).get_weights()
         params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)), np.float32)  # HWIO -> OIHW
         params[conv.bias_key] = np.asarray(bias, dtype=np.float32)
-    return weight_sets.WeightSet(
-        "native", params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, f"keras.applications {NATIVE_FILE}"
-    )
+    return keras_weights.weight_set(params, f"keras.applications {keras_weights.FILE_NAME}")
+
+
+def _download() -> Path:
+    """Keras' own download into its cache folder (Keras checks the md5 too); WeightsUnavailable offline."""
+    folder = keras_weights.cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # else get_file, finding no writable folder, uses /tmp/.keras
+    except OSError:
+        pass  # read-only: get_file's /tmp/.keras it is
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # Keras' urlretrieve has none: a firewall would hang it
+    try:
+        return Path(keras.utils.get_file(
+            keras_weights.FILE_NAME, keras_weights.URL, file_hash=keras_weights.MD5,
+            cache_dir=os.fspath(folder.parent), cache_subdir=folder.name,
+        ))
+    except Exception as exc:  # offline: Keras raises a bare Exception naming the URL
+        # Keras words it "URL fetch failure on <url>: <code> -- <reason>"; keep the reason.
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rpartition(" -- ")[2]
+        raise WeightsUnavailable(keras_weights.missing_message(f"downloading it failed: {reason}")) from None
+    finally:
+        socket.setdefaulttimeout(timeout)

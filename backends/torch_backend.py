@@ -160,10 +160,7 @@ class TorchBackend(BackendBase):
 
     def _loss(self, state: TorchState, X) -> LossParts:
         contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
-        contents_l, styles_l, tv_l, l = self.compute_loss(
-            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
-        )
-        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+        return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TorchState):
         state.trainer.zero_grad()

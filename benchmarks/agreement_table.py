@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 
 import backends  # noqa: E402
 from common import agreement, atomic, reference  # noqa: E402
+from common.images import postprocess_array  # noqa: E402
+from common.report import psnr  # noqa: E402
 from common.config import D2L  # noqa: E402
 
 TRAIN_EPOCHS = 20
@@ -82,6 +84,8 @@ def measure(names: list[str]) -> dict[str, dict[str, float]]:
             per_epoch = [agreement.difference(results[a, "history"][:, k], results[b, "history"][:, k])]
             record(f"{TRAIN_EPOCHS}-epoch loss history", (a, b), max(per_epoch, key=lambda d: d.rel))
         record(f"image after {TRAIN_EPOCHS} epochs", (a, b), agreement.difference(results[a, "final"], results[b, "final"]))
+        pixels = [np.asarray(postprocess_array(results[n, "final"])) for n in (a, b)]
+        table.setdefault(f"PSNR after {TRAIN_EPOCHS} epochs, dB (higher is closer)", {})[f"{a} vs {b}"] = psnr(*pixels)
     return table
 
 
@@ -89,7 +93,8 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
     pairs = sorted({pair for row in table.values() for pair in row}, key=lambda p: (not p.startswith("numpy"), p))
     lines = ["| quantity | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
     for quantity, row in table.items():
-        lines.append(f"| {quantity} | " + " | ".join(f"{row[p]:.1e}" if p in row else "" for p in pairs) + " |")
+        cell = "{:.1f}" if "PSNR" in quantity else "{:.1e}"
+        lines.append(f"| {quantity} | " + " | ".join(cell.format(row[p]) if p in row else "" for p in pairs) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -156,6 +156,13 @@ def divergence_report(name_a: str, name_b: str, rows, first, layers, threshold: 
             "|---|---:|---|",
         ]
         lines += [f"| {name} | {d.rel:.1e} | {d.index} |" for name, d in layers.items()]
+        worst = max(layers.values(), key=lambda d: d.rel)
+        if worst.rel < threshold:
+            lines.append(f"\nOn the same image both networks agree to {worst.rel:.0e} at every layer: the images "
+                         f"part ways in the update (the optimizer), not in the model.")
+        else:
+            first_layer = next(name for name, d in layers.items() if d.rel >= threshold)
+            lines.append(f"\nThe networks themselves disagree from {first_layer} on: look at that layer first.")
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,14 @@ class BackendBase:
     def synchronize(self) -> None:
         """Wait for queued device work; frameworks that run eagerly need nothing."""
 
+    def device_name(self) -> str | None:
+        """The accelerator's name, or None on the CPU."""
+        return None
+
+    def peak_device_bytes(self) -> int | None:
+        """Peak accelerator memory this process used, where the framework reports it."""
+        return None
+
     # --- shared --------------------------------------------------------------------------
 
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str]) -> FeaturePlan:
@@ -81,6 +89,13 @@ class BackendBase:
         tv_l = self.tv_loss(X) * w.tv
         l = sum(styles_l + contents_l + [tv_l])
         return contents_l, styles_l, tv_l, l
+
+    def summed_losses(self, X, contents_Y_hat, styles_Y_hat, state) -> LossParts:
+        """compute_loss against a training state's targets, each kind summed over its layers."""
+        contents_l, styles_l, tv_l, l = self.compute_loss(
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
+        )
+        return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
 
     def scalar(self, t) -> float:
         return float(np.asarray(self.to_numpy(t)))

@@ -56,7 +56,7 @@ Callback = Callable[[StepReport], None]
 @runtime_checkable
 class Backend(Protocol):
     name: str  # "torch", "tensorflow" or "jax"
-    device: str  # e.g. "cpu", "cuda:0", "/GPU:0"
+    device: str  # e.g. "cpu", "cuda:0" (torch), "/GPU:0" (TensorFlow), "gpu:0" (JAX)
     precision: str  # one of PRECISIONS
     weights: WeightSet
     loss_weights: LossWeights
@@ -67,6 +67,8 @@ class Backend(Protocol):
     def to_numpy(self, t: Tensor) -> np.ndarray: ...
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer sees it finished."""
+    def device_name(self) -> str | None: ...
+    def peak_device_bytes(self) -> int | None: ...
 
     # Images.
     def preprocess(self, img, image_shape: tuple[int, int]) -> Tensor: ...

@@ -105,7 +105,7 @@ def run(job: dict, started: float) -> dict:
         "backend": name,
         "status": "ok",
         "device": str(backend.device),
-        "device_name": device_name(backend),
+        "device_name": backend.device_name() or cpu_name(),
         "precision": backend.precision,
         "weights": backend.weights.name,
         "taps": backend.taps,
@@ -119,21 +119,13 @@ def run(job: dict, started: float) -> dict:
         "repeat_step_s_medians": [statistics.median(r["step_s"][job.get("warmup", 5):] or r["step_s"]) for r in runs],
         "total_s": runs[0]["total_s"],
         "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_device_bytes": peak_device_bytes(backend),
+        "peak_device_bytes": backend.peak_device_bytes(),
         "final_losses": dict(zip(("content", "style", "tv", "total"), history[-1])),
         "history": [list(parts) for parts in history],
         "image": f"{name}.png",
     }
 
 
-def device_name(backend) -> str:
-    name = getattr(backend, "device_name", None)
-    return (name() if callable(name) else None) or cpu_name()
-
-
-def peak_device_bytes(backend) -> int | None:
-    peak = getattr(backend, "peak_device_bytes", None)
-    return peak() if callable(peak) else None
 
 
 class Progress:

@@ -237,25 +237,6 @@ def _save_npz_cache(path: Path, params: Mapping[str, np.ndarray]) -> None:
         pass  # a read-only cache only costs speed
 
 
-def to_keras_h5(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write weights in the layout of Keras' ``vgg19_..._notop.h5`` (HWIO kernels).
-
-    Used to seed a Keras cache in tests and by the native loaders' docs; needs h5py.
-    """
-    import h5py
-
-    with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        names = []
-        for conv in CONV_LAYERS:
-            name = keras_name(conv.name)
-            names.append(name)
-            group = f.create_group(name)
-            group.attrs["weight_names"] = [f"{name}_W_1:0".encode(), f"{name}_b_1:0".encode()]
-            group.create_dataset(f"{name}_W_1:0", data=np.transpose(params[conv.weight_key], (2, 3, 1, 0)))
-            group.create_dataset(f"{name}_b_1:0", data=params[conv.bias_key])
-        f.attrs["layer_names"] = [n.encode() for n in names]
-
-
 def describe(weight_set: WeightSet) -> dict:
     return {
         "name": weight_set.name,

@@ -198,3 +198,22 @@ def test_ratio_report(fake_runs, tmp_path):
     assert compare.main(["--ratio", str(out / "results.json"), str(tmp_path / "b.json"), "--out", str(tmp_path)]) == 0
     text = (tmp_path / "ratio.md").read_text()
     assert "| torch | 100.0 | 25.0 | 0.25 |" in text
+
+
+def test_diverge_reports_steps_and_layers(tmp_path):
+    pair = [n for n in ("torch", "jax", "tensorflow") if not backends.why_unavailable(n)][:2]
+    if len(pair) < 2:
+        pytest.skip("needs two installed backends")
+    code = compare.main(["--diverge", ",".join(pair), "--epochs", "3", "--size", "32x48", "--weights", "random",
+                         "--threshold", "1e-12", "--out", str(tmp_path)])
+    assert code == 0
+    text = (tmp_path / f"diverge-{pair[0]}-{pair[1]}.md").read_text()
+    assert text.count("\n| 3 |") == 1  # one row per step
+    assert "First step with image difference above 1e-12: **1**" in text  # float32 runs never match bit for bit
+    assert "| conv1_1 |" in text and "| conv5_1 |" in text
+
+
+def test_diverge_needs_two_different_backends(capsys):
+    with pytest.raises(SystemExit):
+        compare.main(["--diverge", "torch,torch"])
+    assert "two different backends" in capsys.readouterr().err

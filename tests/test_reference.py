@@ -10,23 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import reference
+from common import agreement, reference
 from common.config import LossWeights
 
 RTOL = 1e-5
 
-# (shape NCHW, magnitude): odd sizes, one channel, many channels, tall, wide, large and tiny values.
-SHAPES = [
-    ((1, 3, 7, 5), 1.0),
-    ((1, 1, 9, 13), 1.0),
-    ((1, 64, 17, 11), 1.0),
-    ((1, 512, 5, 3), 1.0),
-    ((1, 8, 101, 3), 1.0),
-    ((1, 8, 2, 97), 1.0),
-    ((1, 16, 12, 12), 1e3),
-    ((1, 16, 12, 12), 1e-3),
-]
-IDS = [f"{'x'.join(map(str, s[1:]))}@{m:g}" for s, m in SHAPES]
+SHAPES = agreement.SHAPES
+IDS = agreement.SHAPE_IDS
 
 
 def rel_err(actual, expected) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import backends
-from common import weights as weight_sets
+from common import d2l_listing, weights as weight_sets
 from common.config import D2L
 from common.errors import UserError, WeightsUnavailable
 
@@ -28,17 +28,8 @@ def random_torch():
 
 def d2l_listing_features(params, X, content_layers, style_layers):
     """d2l 13.12's PyTorch extract_features, verbatim, on torchvision's VGG19 (in-place ReLUs)."""
-    pretrained_net = torchvision.models.vgg19(weights=None)
-    pretrained_net.features.load_state_dict({k.removeprefix("features."): torch.from_numpy(v) for k, v in params.items()})
-    net = torch.nn.Sequential(*[pretrained_net.features[i] for i in range(max(content_layers + style_layers) + 1)])
-    contents, styles = [], []
-    for i in range(len(net)):
-        X = net[i](X)
-        if i in style_layers:
-            styles.append(X)
-        if i in content_layers:
-            contents.append(X)
-    return contents, styles
+    net = d2l_listing.vgg_net(params, content_layers, style_layers)
+    return d2l_listing.extract_features(net, X, content_layers, style_layers)
 
 
 @pytest.mark.parametrize(("taps", "should_match"), [("torch-inplace", True), ("pre-relu", False)])

@@ -1,0 +1,249 @@
+"""Training-step speed per backend, against a naive baseline and the hardware's measured peak.
+
+    python benchmarks/step_benchmark.py                      # all backends, float32, 3 sizes
+    python benchmarks/step_benchmark.py --sizes 150x225 --backends torch,jax --out runs/steps.json
+
+Each backend runs in its own process. For each image size it times blocks of
+training steps with one device synchronisation per block (as a run that
+reports progress every few steps does), and reports the median block time per
+step. FLOPs are counted from the layer shapes: the forward pass through
+conv5_1 and the backward pass to the image only (convolutions and Gram
+matrices; ReLU, pooling and the elementwise losses are under 1% and left out).
+The peak is a same-precision square matrix product timed in the same process.
+"naive" is d2l's listing written plainly: eager PyTorch, VGG parameters left
+trainable (so their gradients are computed too), a loss sync every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from common import atomic  # noqa: E402
+from common.config import D2L  # noqa: E402
+from common.vgg import feature_plan  # noqa: E402
+
+SIZES = ((150, 225), (300, 450), (600, 900))
+
+
+def step_flops(image_shape, config=D2L) -> float:
+    """Forward through the deepest tap, plus the backward pass with respect to the image."""
+    plan = feature_plan(config.content_layers, config.style_layers, config.taps)
+    height, width = image_shape
+    forward = 0.0
+    channels = 3
+    for layer in plan.layers:
+        if layer.kind == "conv":
+            forward += 2.0 * height * width * layer.in_channels * layer.out_channels * 9
+            channels = layer.out_channels
+        elif layer.kind == "pool":
+            height, width = height // 2, width // 2
+        if layer.name in plan.style:
+            forward += 2.0 * channels * channels * height * width  # the Gram matrix
+    # Backward to the image only: one input-gradient op per forward op, same size.
+    return 2.0 * forward
+
+
+def time_blocks(step, sync, warmup: int, steps: int, blocks: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    sync()
+    per_step = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        per_step.append((time.perf_counter() - start) / steps)
+    return per_step
+
+
+def plan_for(image_shape) -> tuple[int, int, int]:
+    """(warm-up steps, steps per block, blocks): fewer at large sizes on a CPU."""
+    pixels = image_shape[0] * image_shape[1]
+    if pixels <= 150 * 225:
+        return 3, 5, 5
+    if pixels <= 300 * 450:
+        return 2, 3, 3
+    return 1, 2, 2
+
+
+# --- workers (one process each) ----------------------------------------------------------
+
+
+def peak_flops(name: str, precision: str, n: int = 2048) -> float:
+    if name in ("torch", "naive"):
+        import torch
+
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        matmul, sync = (lambda: a @ a), (lambda: torch.cuda.synchronize() if device == "cuda" else None)
+    elif name == "tensorflow":
+        import tensorflow as tf
+
+        a = tf.random.normal((n, n), dtype=tf.bfloat16 if precision == "bf16" else tf.float32)
+        out = [a]
+        matmul = lambda: out.__setitem__(0, tf.linalg.matmul(a, a))  # noqa: E731
+        sync = lambda: out[0].numpy()  # noqa: E731
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.bfloat16 if precision == "bf16" else jnp.float32)
+        f = jax.jit(lambda x: x @ x)
+        out = [f(a)]
+        matmul = lambda: out.__setitem__(0, f(a))  # noqa: E731
+        sync = lambda: out[0].block_until_ready()  # noqa: E731
+    times = time_blocks(matmul, sync, warmup=2, steps=3, blocks=5)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+def naive_steps(image_shape):
+    """d2l's PyTorch listing, plainly: trainable VGG, in-place ReLUs, loss.item() every step."""
+    import torch
+
+    from common import d2l_listing, weights as weight_sets
+
+    style_layers, content_layers = [0, 5, 10, 19, 28], [25]
+    net = d2l_listing.vgg_net(weight_sets.bundled().params, content_layers, style_layers)
+
+    def extract_features(X):
+        return d2l_listing.extract_features(net, X, content_layers, style_layers)
+
+    gram = d2l_listing.gram
+
+    rng = np.random.default_rng(0)
+    content_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
+    style_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
+    contents_Y = [Y.detach() for Y in extract_features(content_X)[0]]
+    styles_Y_gram = [gram(Y).detach() for Y in extract_features(style_X)[1]]
+    X = torch.nn.Parameter(content_X.clone())
+    trainer = torch.optim.Adam([X], lr=0.3)
+
+    def step():
+        trainer.zero_grad()
+        contents_Y_hat, styles_Y_hat = extract_features(X)
+        contents_l = [torch.square(Y_hat - Y).mean() * 1e-3 for Y_hat, Y in zip(contents_Y_hat, contents_Y)]
+        styles_l = [torch.square(gram(Y_hat) - Y).mean() * 1e-3 for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
+        tv_l = 10 * 0.5 * ((X[:, :, 1:, :] - X[:, :, :-1, :]).abs().mean() + (X[:, :, :, 1:] - X[:, :, :, :-1]).abs().mean())
+        l = sum(styles_l + contents_l + [tv_l])
+        l.backward()
+        trainer.step()
+        l.item()  # the textbook prints or logs the loss every step
+
+    return step, lambda: None
+
+
+def backend_steps(name: str, precision: str, image_shape):
+    import backends
+
+    backend = backends.get_backend(name, weights="bundled", precision=precision)
+    rng = np.random.default_rng(0)
+    content_X = backend.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
+    style_X = backend.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
+    config = D2L.replace(image_shape=image_shape)
+    contents_Y, _ = backend.extract_features(content_X, config.content_layers, config.style_layers)
+    _, styles_Y = backend.extract_features(style_X, config.content_layers, config.style_layers)
+    holder = {"state": backend.init_state(content_X, contents_Y, styles_Y, config), "losses": None}
+
+    def step():
+        holder["state"], holder["losses"] = backend.train_step(holder["state"])
+
+    def sync():
+        backend.scalar(holder["losses"].total)  # waits for the last step's result
+        backend.synchronize()
+
+    return step, sync, backend
+
+
+def worker(name: str, precision: str, sizes) -> dict:
+    from common.runner import cpu_name, versions
+
+    rows = []
+    device = "cpu"
+    for image_shape in sizes:
+        if name == "naive":
+            step, sync = naive_steps(image_shape)
+        else:
+            step, sync, backend = backend_steps(name, precision, image_shape)
+            device = backend.device_name() or cpu_name()
+        warmup, steps, blocks = plan_for(image_shape)
+        times = time_blocks(step, sync, warmup, steps, blocks)
+        rows.append({"size": list(image_shape), "ms_per_step": 1e3 * statistics.median(times),
+                     "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times), "blocks": blocks, "steps_per_block": steps,
+                     "gflop_per_step": step_flops(image_shape) / 1e9})
+    peak = peak_flops(name, precision)
+    for row in rows:
+        row["gflops"] = row["gflop_per_step"] / (row["ms_per_step"] / 1e3)
+        row["fraction_of_peak"] = row["gflops"] * 1e9 / peak
+    return {"backend": name, "precision": precision, "device": device, "peak_gflops": peak / 1e9,
+            "versions": versions("torch" if name == "naive" else name), "rows": rows}
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def markdown(results: list[dict]) -> str:
+    naive = {tuple(r["size"]): r["ms_per_step"] for res in results if res["backend"] == "naive" for r in res["rows"]}
+    lines = ["| backend | precision | size | ms/step (min-max) | GFLOP/step | GFLOP/s | of peak | peak GFLOP/s | faster than naive |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for res in results:
+        if "error" in res:
+            lines.append(f"| {res['backend']} | {res['precision']} | - | {res['error']} | | | | | |")
+            continue
+        for r in res["rows"]:
+            base = naive.get(tuple(r["size"]))
+            speedup = f"{base / r['ms_per_step']:.2f}x" if base else "-"
+            lines.append(
+                f"| {res['backend']} | {res['precision']} | {r['size'][0]}x{r['size'][1]} | {r['ms_per_step']:.0f} "
+                f"({r['ms_min']:.0f}-{r['ms_max']:.0f}) | {r['gflop_per_step']:.1f} | {r['gflops']:.0f} | "
+                f"{100 * r['fraction_of_peak']:.0f}% | {res['peak_gflops']:.0f} | {speedup} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--backends", default="naive,torch,tensorflow,jax", help="comma-separated; naive = baseline")
+    parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="HxW,HxW,...")
+    parser.add_argument("--precision", default="float32", choices=("float32", "tf32", "bf16"))
+    parser.add_argument("--out", type=Path, help="write the results as JSON here, and the table beside it (.md)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.precision, sizes)))
+        return 0
+    results = []
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    for name in args.backends.split(","):
+        print(f"timing {name} ...", file=sys.stderr, flush=True)
+        out = subprocess.run([sys.executable, __file__, "--worker", name, "--sizes", args.sizes, "--precision",
+                              args.precision], capture_output=True, text=True, env=env, cwd=REPO)
+        if out.returncode != 0:
+            results.append({"backend": name, "precision": args.precision,
+                            "error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]})
+            continue
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    table = markdown(results)
+    print(table)
+    if args.out:
+        atomic.write_text(args.out, json.dumps(results, indent=1))
+        atomic.write_text(args.out.with_suffix(".md"), table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

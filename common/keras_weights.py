@@ -1,0 +1,142 @@
+"""Keras' ImageNet VGG19 weight file (no top): its name, where it comes from, its md5,
+where Keras keeps it, and how to check, read and write it.
+
+The TensorFlow and JAX backends both take their ``"native"`` weights from this
+file: TensorFlow downloads it with ``keras.utils.get_file`` and reads it with
+``keras.applications.VGG19``; JAX never downloads and reads it with h5py
+(``read_h5``). The facts about the file, the cache folder, the md5 check and
+the wording of "it is not there" live here once.
+
+Importing this module imports no framework and not h5py (only the functions
+that read or write the file import h5py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from common import atomic
+from common import weights as weight_sets
+from common.errors import UserError, WeightsUnavailable
+from common.vgg import CONV_LAYERS, keras_name
+
+# As keras/src/applications/vgg19.py downloads it (WEIGHTS_PATH_NO_TOP) and
+# checks it (file_hash): the original Oxford/Caffe weights, HWIO, Caffe's BGR input.
+FILE_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg19/{FILE_NAME}"
+MD5 = "253f8cb515780f3b799900260a226db6"
+
+# Keras 1 names a layer's arrays block1_conv1_W_1:0 / block1_conv1_b_1:0 (Keras' own
+# download is such a file); Keras 2 names them block1_conv1/kernel:0 / bias:0 (nested groups).
+LAYOUTS = {
+    "keras1": ("{name}_W_1:0", "{name}_b_1:0"),
+    "keras2": ("{name}/kernel:0", "{name}/bias:0"),
+}
+
+
+def cache_dir() -> Path:
+    """Where Keras keeps downloaded models: $KERAS_HOME/models, else ~/.keras/models.
+
+    As Keras decides it (keras/src/backend/config.py), including /tmp/.keras when
+    the home folder is not writable; but read at call time, where Keras reads
+    $KERAS_HOME once, at import.
+    """
+    if "KERAS_HOME" in os.environ:
+        home = Path(os.path.expanduser(os.environ["KERAS_HOME"]))
+    else:
+        user = Path.home()
+        home = (user if os.access(user, os.W_OK) else Path("/tmp")) / ".keras"
+    return home / "models"
+
+
+def cache_path() -> Path:
+    return cache_dir() / FILE_NAME
+
+
+def md5_of(path: str | os.PathLike) -> str:
+    digest = hashlib.md5(usedforsecurity=False)  # Keras publishes md5: integrity, not security
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: str | os.PathLike, expected_md5: str | None = None) -> None:
+    """Raise UserError unless the file's md5 is ``expected_md5`` (default: Keras' published ``MD5``)."""
+    expected = expected_md5 or MD5  # the module's value now, so tests can seed a cache of their own
+    digest = md5_of(path)
+    if digest != expected:
+        raise UserError(f"{path} has md5 {digest}, expected {expected}; refusing to load it")
+
+
+def missing_message(why: str) -> str:
+    """The one-line WeightsUnavailable message of both backends; ``why`` says why it is not there."""
+    why = " ".join(str(why).split())  # one line, whatever the framework's error looked like
+    return (
+        f"Keras' VGG19 weights ({FILE_NAME}) are not in the Keras cache folder {cache_dir()} "
+        f"({why}); use --weights bundled instead"
+    )
+
+
+def weight_set(params: Mapping[str, np.ndarray], source: str) -> weight_sets.WeightSet:
+    """Arrays read from Keras' file as the backends' ``"native"`` WeightSet: Caffe's BGR input."""
+    return weight_sets.WeightSet(
+        "native", params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, source
+    )
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise WeightsUnavailable(
+            "reading Keras' h5 weights needs h5py (pip install h5py); or use --weights bundled"
+        ) from None
+    return h5py
+
+
+def read_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The file's convolutions as torchvision-keyed float32 arrays (OIHW kernels), with h5py only.
+
+    Reads both layouts (``LAYOUTS``): each layer group lists its arrays in ``weight_names``.
+    Checks no hash: call ``verify`` first.
+    """
+    h5py = _h5py()
+    params = {}
+    with h5py.File(path, "r") as f:
+        for conv in CONV_LAYERS:
+            name = keras_name(conv.name)
+            if name not in f:
+                raise UserError(f"{path} is not Keras' VGG19: it has no layer {name}")
+            group = f[name]
+            kernel_name, bias_name = (n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"])
+            kernel = np.asarray(group[kernel_name][()], dtype=np.float32)
+            params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)))  # HWIO -> OIHW
+            params[conv.bias_key] = np.asarray(group[bias_name][()], dtype=np.float32)
+    return params
+
+
+def write_h5(params: Mapping[str, np.ndarray], path: str | os.PathLike, *, layout: str = "keras1") -> None:
+    """Write torchvision-keyed arrays as Keras' file does (HWIO kernels), atomically.
+
+    ``layout`` is "keras1" (as Keras' own download) or "keras2". Used to seed a Keras
+    cache where nothing can be downloaded (tests); needs h5py.
+    """
+    kernel_pattern, bias_pattern = LAYOUTS[layout]
+    h5py = _h5py()
+    with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        names = []
+        for conv in CONV_LAYERS:
+            name = keras_name(conv.name)
+            names.append(name)
+            kernel_name, bias_name = kernel_pattern.format(name=name), bias_pattern.format(name=name)
+            group = f.create_group(name)
+            group.attrs["weight_names"] = [kernel_name.encode(), bias_name.encode()]
+            group.create_dataset(kernel_name, data=np.transpose(params[conv.weight_key], (2, 3, 1, 0)))  # OIHW -> HWIO
+            group.create_dataset(bias_name, data=params[conv.bias_key])
+        f.attrs["layer_names"] = [n.encode() for n in names]

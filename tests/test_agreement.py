@@ -1,0 +1,186 @@
+"""Cross-backend agreement: every pair of backends, and each against the NumPy float64 reference.
+
+The same NumPy float32 arrays go to every backend through ``from_numpy``;
+``common/agreement.py`` measures max |a - b| / max(|a|, |b|) and the worst
+element. Tolerances and the measurements behind them live in tests/tolerances.py.
+A failure names the pair, the quantity, the layer and the worst element.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import backends
+import tolerances as tol
+from common import agreement, reference
+from common.config import D2L, LossWeights
+from common.images import postprocess_array
+from common.report import psnr
+
+NAMES = list(backends.NAMES)
+PAIRS = list(itertools.combinations(NAMES, 2))
+WITH_REFERENCE = [("numpy", name) for name in NAMES] + PAIRS
+WEIGHTS = ["random", "bundled"]
+CONFIG = D2L.replace(image_shape=agreement.IMAGE_SHAPE, num_epochs=tol.TRAIN_EPOCHS)
+
+
+def pair_id(pair) -> str:
+    return f"{pair[0]}-{pair[1]}"
+
+
+_made: dict = {}
+_memo: dict = {}
+
+
+def backend(name: str, weights: str = "random"):
+    reason = backends.why_unavailable(name)
+    if reason:
+        pytest.skip(reason)
+    if (name, weights) not in _made:
+        _made[name, weights] = backends.get_backend(name, weights=weights, device="cpu")
+    return _made[name, weights]
+
+
+def memo(key, compute):
+    """Each backend computes each quantity once per session, whatever pair asks for it."""
+    if key not in _memo:
+        _memo[key] = compute()
+    return _memo[key]
+
+
+def check(pair, quantity, a, b, tolerance, layer: str = "") -> None:
+    diff = agreement.difference(a, b)
+    where = f" at {layer}" if layer else ""
+    assert diff.rel <= tolerance, f"{pair[0]} vs {pair[1]}: {quantity}{where}: {diff.describe()} > {tolerance:.0e}"
+
+
+# --- small tensors: Gram, TV, the losses -----------------------------------------------------
+
+SMALL_QUANTITIES = {
+    "gram": (reference.gram, agreement.gram, 1, tol.GRAM),
+    "tv": (reference.tv_loss, agreement.tv_loss, 1, tol.TV),
+    "content loss": (reference.content_loss, agreement.content_loss, 2, tol.CONTENT_LOSS),
+    "style loss": (lambda x, y: reference.style_loss(x, reference.gram(y)), agreement.style_loss, 2, tol.STYLE_LOSS),
+}
+
+
+def small(name, quantity, case_index):
+    shape, scale = agreement.SHAPES[case_index]
+    ref_fn, backend_fn, arity, _ = SMALL_QUANTITIES[quantity]
+    inputs = agreement.tensors(shape, scale, count=arity)
+    if name == "numpy":
+        return ref_fn(*inputs)
+    return memo((name, quantity, case_index), lambda: backend_fn(backend(name), *inputs))
+
+
+@pytest.mark.parametrize("case", range(len(agreement.SHAPES)), ids=agreement.SHAPE_IDS)
+@pytest.mark.parametrize("quantity", list(SMALL_QUANTITIES))
+@pytest.mark.parametrize("pair", WITH_REFERENCE, ids=pair_id)
+def test_small_tensor_quantities(pair, quantity, case):
+    tolerance = SMALL_QUANTITIES[quantity][3]
+    check(pair, f"{quantity} on {agreement.SHAPE_IDS[case]}", small(pair[0], quantity, case),
+          small(pair[1], quantity, case), tolerance)
+
+
+def loss_parts(name):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((1, 3, 33, 41)).astype(np.float32)
+    contents = [rng.standard_normal((1, 8, 9, 11)).astype(np.float32) for _ in range(2)]
+    contents_hat = [c + 0.1 * rng.standard_normal(c.shape).astype(np.float32) for c in contents]
+    styles_hat = [rng.standard_normal((1, c, 7, 5)).astype(np.float32) for c in (4, 16, 32)]
+    styles = [rng.standard_normal(s.shape).astype(np.float32) for s in styles_hat]
+    weights = LossWeights(content=2.0, style=1e4, tv=10.0)
+    if name == "numpy":
+        contents_l, styles_l, tv_l, l = reference.compute_loss(
+            X, contents_hat, styles_hat, contents, [reference.gram(s) for s in styles], weights)
+        return np.array([*contents_l, *styles_l, tv_l, l])
+    return agreement.compute_loss(backend(name), X, contents_hat, styles_hat, contents, styles, weights)
+
+
+@pytest.mark.parametrize("pair", WITH_REFERENCE, ids=pair_id)
+def test_compute_loss_and_its_parts(pair):
+    a, b = loss_parts(pair[0]), loss_parts(pair[1])
+    for k, part in enumerate(["content 1", "content 2", "style 1", "style 2", "style 3", "tv", "total"]):
+        check(pair, f"compute_loss {part}", a[k], b[k], tol.COMPUTE_LOSS)
+
+
+# --- VGG19: features at every tap, the gradient, one Adam step, a short training run ----------
+
+
+def features(name, weights):
+    content_x, _ = agreement.images()
+    names = agreement.all_tap_names(CONFIG)
+    return memo((name, weights, "features"), lambda: agreement.features(backend(name, weights), content_x, names))
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
+def test_features_at_every_tap(pair, weights):
+    a, b = features(pair[0], weights), features(pair[1], weights)
+    failures = []
+    for layer in agreement.all_tap_names(CONFIG):
+        diff = agreement.difference(a[layer], b[layer])
+        if diff.rel > tol.FEATURES:
+            failures.append(f"{layer}: {diff.describe()}")
+    assert not failures, f"{pair[0]} vs {pair[1]}: features ({weights} weights) > {tol.FEATURES:.0e} at\n" + "\n".join(failures)
+
+
+def gradient(name, weights):
+    content_x, style_x = agreement.images()
+    return memo((name, weights, "grad"),
+                lambda: agreement.loss_and_grad(backend(name, weights), content_x, style_x, CONFIG))
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
+def test_loss_and_gradient_at_the_content_image(pair, weights):
+    (losses_a, grad_a), (losses_b, grad_b) = gradient(pair[0], weights), gradient(pair[1], weights)
+    for k, part in enumerate(("content", "style", "tv", "total")):
+        check(pair, f"{part} loss ({weights} weights)", losses_a[k], losses_b[k], tol.LOSS)
+    check(pair, f"gradient of the total loss ({weights} weights)", grad_a, grad_b, tol.GRADIENT)
+
+
+def training(name):
+    content_x, style_x = agreement.images()
+    return memo((name, "train"), lambda: list(
+        agreement.steps(backend(name, "bundled"), content_x, style_x, CONFIG, tol.TRAIN_EPOCHS)))
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
+def test_one_adam_step_from_the_same_state(pair):
+    (_, X_a), (_, X_b) = training(pair[0])[0], training(pair[1])[0]
+    check(pair, "image after one Adam step", X_a, X_b, tol.for_pair(pair, **tol.ONE_STEP))
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
+def test_short_training_run_agrees(pair):
+    run_a, run_b = training(pair[0]), training(pair[1])
+    history_a = np.array([losses for losses, _ in run_a])
+    history_b = np.array([losses for losses, _ in run_b])
+    tolerance = tol.for_pair(pair, **tol.HISTORY)
+    for k, part in enumerate(("content", "style", "tv", "total")):
+        for epoch in range(tol.TRAIN_EPOCHS):
+            check(pair, f"{part} loss at epoch {epoch + 1}", history_a[epoch, k], history_b[epoch, k], tolerance)
+    pixels_a, pixels_b = (np.asarray(postprocess_array(run[-1][1])) for run in (run_a, run_b))
+    limit = tol.for_pair(pair, **tol.FINAL_PSNR_DB)
+    assert psnr(pixels_a, pixels_b) >= limit, (
+        f"{pair[0]} vs {pair[1]}: image after {tol.TRAIN_EPOCHS} epochs: PSNR {psnr(pixels_a, pixels_b):.1f} dB "
+        f"< {limit} dB")
+
+
+def tv_gradient(name):
+    """d(TV)/d(image) on a real photo: 8-bit pixels, so many neighbours are exactly equal,
+    where |x| has no derivative and frameworks must agree on sign(0) = 0."""
+    from common import images
+
+    photo = images.preprocess_array(images.load_image(images.DEFAULT_CONTENT), agreement.IMAGE_SHAPE)
+    config = CONFIG.replace(loss_weights=LossWeights(content=0.0, style=0.0, tv=10.0))
+    return memo((name, "tv grad"), lambda: agreement.loss_and_grad(backend(name), photo, photo, config)[1])
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
+def test_tv_gradient_where_neighbours_are_equal(pair):
+    check(pair, "gradient of the TV loss on an 8-bit photo", tv_gradient(pair[0]), tv_gradient(pair[1]), tol.GRADIENT)

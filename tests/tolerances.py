@@ -1,0 +1,59 @@
+"""Cross-backend tolerances, in one place, each with the measurement behind it.
+
+All are relative: max |a - b| / max(|a|, |b|) over every element (see
+common/agreement.py), float32 on the CPU, TF32 off. "Measured" is the worst
+pair in ``python benchmarks/agreement_table.py`` on a 2-core x86 CPU with
+torch 2.15, TensorFlow 2.21, JAX 0.10.2; each tolerance leaves roughly a 3-10x
+margin over it and stays well below what a real bug produces (a dropped 0.5
+in TV is a 1e0 error, a wrong Gram layout ~1e0, a pre-ReLU tap ~1e-1).
+"""
+
+# Gram, TV and the losses on small random tensors (against NumPy float64 too).
+# Measured <= 7.9e-7 for gram, tv and content loss. The style loss of a
+# 1-channel map subtracts two nearly equal Grams and measured 6.2e-6.
+GRAM = 1e-5
+TV = 1e-5
+CONTENT_LOSS = 1e-5
+STYLE_LOSS = 3e-5
+COMPUTE_LOSS = 3e-5  # its parts are the above, times weights; measured <= 6e-6
+
+# VGG19 features at all 29 layer outputs conv1_1..conv5_1, 64x96 input:
+# measured <= 2.9e-6 (random weights), 2.0e-6 (bundled). Different conv
+# algorithms (oneDNN, Eigen, XLA) sum in different orders.
+FEATURES = 2e-5
+
+# Loss parts and d(total loss)/d(image) at the content image: measured <= 1.3e-7
+# (losses) and 8.1e-7 (gradient). Needs tie-free inputs: at exactly tied
+# values in a 2x2 max-pool window each framework routes the gradient to a
+# different (equally valid) element, see agreement.images().
+LOSS = 1e-5
+GRADIENT = 1e-5
+
+TRAIN_EPOCHS = 20
+
+# Adam: PyTorch and optax add eps to sqrt(v_hat); Keras adds it to sqrt(v)
+# before the bias correction, so the same eps=1e-8 acts like 1e-8/sqrt(1-0.999^t)
+# (3.2e-7 at step 1). Pixels whose gradient is ~1e-6 then move differently.
+# So pairs with TensorFlow get their own, measured, tolerances for training.
+SAME_ADAM = ("torch", "jax")
+
+
+def for_pair(pair, same: float, keras: float) -> float:
+    """The tolerance for ``pair``: ``same`` where both use the PyTorch/optax Adam, else ``keras``."""
+    return same if tuple(sorted(pair)) == tuple(sorted(SAME_ADAM)) else keras
+
+
+# The image after one Adam step from the same state: measured 1.3e-6 for
+# torch-jax, 1.6e-3 for pairs with TensorFlow.
+ONE_STEP = {"same": 2e-5, "keras": 5e-3}
+
+# Loss parts at each of the 20 epochs: measured 3.5e-3 torch-jax, 9.8e-3 with
+# TensorFlow. Adam's step is ~lr*sign(g) wherever |g| >> eps, so rounding-level
+# differences in g near zero flip whole lr-sized pixel moves; they compound.
+HISTORY = {"same": 1e-2, "keras": 3e-2}
+
+# The final image after 20 epochs: individual pixels can differ by a full
+# Adam step (measured max relative 6.9e-2 torch-jax, 0.24 with TensorFlow), so
+# the image is judged as a whole: PSNR of the 8-bit images, measured 44.7 dB
+# torch-jax and 34.2 dB with TensorFlow (a minimum, unlike the others).
+FINAL_PSNR_DB = {"same": 40.0, "keras": 30.0}
