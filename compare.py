@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -217,14 +218,40 @@ def run_backend(name: str, job: dict, job_dir: Path, timeout: float, quiet: bool
     return {"backend": name, "status": "crashed", "error": f"exit code {returncode}: {detail}"[:300]}
 
 
+# C++ log lines that frameworks print at import whatever TF_CPP_MIN_LOG_LEVEL says (TensorFlow
+# 2.21's absl logging: "I0000 00:00:... oneDNN custom operations are on", a cuInit "error" on
+# every machine without a GPU). Hidden from the live output, kept for crash messages.
+FRAMEWORK_LOG_LINE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\)|[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\])")
+
+
+class StderrFilter:
+    """Pass progress bars (redrawn with \\r) straight through; drop framework log lines."""
+
+    def __init__(self):
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not FRAMEWORK_LOG_LINE.match(line.rpartition(b"\r")[2]))
+        if b"\r" in self.pending:  # a progress bar mid-line: show what is complete now
+            shown, _, self.pending = self.pending.rpartition(b"\r")
+            out += shown + b"\r"
+        return out
+
+
 def _forward(stream, tail: bytearray, quiet: bool) -> None:
     """Copy the child's stderr (progress bars) to ours, keeping the end for error messages."""
+    stderr_filter = StderrFilter()
     for chunk in iter(lambda: stream.read1(4096), b""):
         if not quiet:
-            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.write(stderr_filter.feed(chunk))
             sys.stderr.buffer.flush()
         tail.extend(chunk)
         del tail[:-4096]
+    if not quiet and stderr_filter.pending:
+        sys.stderr.buffer.write(stderr_filter.feed(b"\n"))
+        sys.stderr.buffer.flush()
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from common import atomic
 
@@ -89,14 +89,15 @@ def ratio_table(a: dict, b: dict, label_a: str, label_b: str) -> str:
 def side_by_side(out_path: Path, panels: list[tuple[str, Image.Image]], height: int = 240) -> None:
     """Content, style and each backend's result in one row, labelled."""
     scaled = [(label, img.resize((max(1, round(img.width * height / img.height)), height))) for label, img in panels]
-    label_h, gap = 22, 6
+    label_h, gap = 30, 6
     width = sum(img.width for _, img in scaled) + gap * (len(scaled) - 1)
     canvas = Image.new("RGB", (width, height + label_h), "white")
     draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=20)
     x = 0
     for label, img in scaled:
         canvas.paste(img, (x, label_h))
-        draw.text((x + 4, 4), label, fill="black")
+        draw.text((x + 4, 3), label, fill="black", font=font)
         x += img.width + gap
     with atomic.atomic_path(out_path) as tmp:
         canvas.save(tmp, format="PNG")

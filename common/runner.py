@@ -43,6 +43,27 @@ def versions(name: str) -> dict[str, str]:
     return found
 
 
+def cuda_version(name: str) -> str | None:
+    """The CUDA version the framework runs with, where it runs on an NVIDIA GPU (framework already imported)."""
+    try:
+        if name == "torch":
+            import torch
+
+            return torch.version.cuda if torch.cuda.is_available() else None
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            return tf.sysconfig.get_build_info().get("cuda_version") if tf.config.list_physical_devices("GPU") else None
+        if name == "jax":
+            import jax
+
+            backend = jax.extend.backend.get_backend()
+            return backend.platform_version if backend.platform == "gpu" else None
+    except Exception:  # a version string is not worth a failed run
+        return None
+    return None
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -110,7 +131,7 @@ def run(job: dict, started: float) -> dict:
         "weights": backend.weights.name,
         "taps": backend.taps,
         "loss_weights": dataclasses.asdict(config.loss_weights or backend.loss_weights),
-        "versions": versions(name),
+        "versions": {**versions(name), "cuda": cuda_version(name)},
         "setup_s": setup_s,
         "first_step_s": runs[0]["first_step_s"],
         "step_s_median": statistics.median(steady),

@@ -217,3 +217,15 @@ def test_diverge_needs_two_different_backends(capsys):
     with pytest.raises(SystemExit):
         compare.main(["--diverge", "torch,torch"])
     assert "two different backends" in capsys.readouterr().err
+
+
+def test_stderr_filter_hides_framework_logs_and_keeps_progress_bars():
+    f = compare.StderrFilter()
+    out = f.feed(b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                 b"I0000 00:00:1795464722.675522   11956 port.cc:153] oneDNN custom operations are on.\n"
+                 b"\r  torch:  1%| 2/200")
+    assert out == b"\r"
+    out += f.feed(b"\r  torch:  2%| 4/200\nE0000 00:00:1795464726.208404 11956 cuda_platform.cc:52] failed call to cuInit\n"
+                  b"Traceback (most recent call last):\n")
+    assert b"absl" not in out and b"oneDNN" not in out and b"cuInit" not in out
+    assert b"torch:  1%| 2/200\r" in out and b"torch:  2%| 4/200\n" in out and b"Traceback" in out

@@ -48,16 +48,24 @@ def test_torch_inplace_taps_reproduce_the_d2l_listing(taps, should_match):
         assert matches == [False, False, False, False, False, True]
 
 
-def test_schedule_matches_config_lr_at(random_torch):
+def test_train_step_uses_config_lr_at_each_epoch(random_torch):
+    """The lr each optimizer step really uses, recorded inside train_step (catches a scheduler stepped first)."""
     b = random_torch
     config = D2L.replace(num_epochs=120, image_shape=(32, 32))
     X = b.from_numpy(np.zeros((1, 3, 32, 32), np.float32))
     contents_Y, styles_Y = b.extract_features(X, config.content_layers, config.style_layers)
     state = b.init_state(X, contents_Y, styles_Y, config)
-    for epoch in range(config.num_epochs):
-        assert state.trainer.param_groups[0]["lr"] == pytest.approx(config.lr_at(epoch))
-        state.trainer.step()
-        state.scheduler.step()
+    used = []
+    step = state.trainer.step
+
+    def recording_step(*args, **kwargs):
+        used.append(state.trainer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    state.trainer.step = recording_step
+    for _ in range(config.num_epochs):
+        state, _ = b.train_step(state)
+    assert used == pytest.approx([config.lr_at(epoch) for epoch in range(config.num_epochs)])
 
 
 def test_adam_epsilon_is_explicit(random_torch):
