@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -118,10 +119,10 @@ FAKE_WORKER = textwrap.dedent(
     if behaviour == "oom-kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if behaviour == "hang":
-        time.sleep(600)
+        time.sleep(60)
     if behaviour == "interrupt":
         os.kill(os.getppid(), signal.SIGINT)
-        time.sleep(600)
+        time.sleep(60)
     from PIL import Image
     Image.new("RGB", (48, 32), (10, 20, 30)).save(out / (job["backend"] + ".png"))
     result = {"backend": job["backend"], "status": "ok", "setup_s": 1.0, "first_step_s": 0.5,
@@ -182,7 +183,13 @@ def test_not_installed_gets_a_row(fake_runs, monkeypatch):
 
 
 def test_ctrl_c_keeps_finished_results(fake_runs):
-    code, summary, out = fake_runs({"torch": "ok", "tensorflow": "interrupt", "jax": "ok"})
+    # A process started in the background of a non-interactive shell (as CI may start us) begins
+    # with SIGINT ignored; restore Python's handler so Ctrl-C means KeyboardInterrupt here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, summary, out = fake_runs({"torch": "ok", "tensorflow": "interrupt", "jax": "ok"}, "--timeout", "30")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130
     assert statuses(summary) == {"torch": "ok", "tensorflow": "interrupted"}
     assert (out / "torch.png").exists() and (out / "summary.md").exists()
