@@ -48,6 +48,7 @@ def test_torch_inplace_taps_reproduce_the_d2l_listing(taps, should_match):
         assert matches == [False, False, False, False, False, True]
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden:UserWarning")
 def test_train_step_uses_config_lr_at_each_epoch(random_torch):
     """The lr each optimizer step really uses, recorded inside train_step (catches a scheduler stepped first)."""
     b = random_torch
