@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
@@ -34,7 +33,7 @@ RUNNER = [sys.executable, "-m", "common.runner"]
 
 import backends  # noqa: E402  (imports no framework)
 from common import atomic, images, report  # noqa: E402
-from common.config import PRESETS, LossWeights, check_image_shape  # noqa: E402
+from common.config import PRESETS, check_image_shape  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
 from common.vgg import TAP_READINGS  # noqa: E402
@@ -303,6 +302,20 @@ def ratio(args) -> int:
     return 0
 
 
+# --device to get_backend's device argument (None: the backend picks a GPU if it has one).
+DEVICES = {"auto": None, "cpu": "cpu", "gpu": "gpu"}
+
+
+def config_from_args(args, preset: str, default_epochs: int | None = None):
+    """The preset with the command line's overrides, validated."""
+    config = PRESETS[preset].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps)
+    if args.size:
+        config = config.replace(image_shape=args.size)
+    if args.epochs or default_epochs:
+        config = config.replace(num_epochs=args.epochs or default_epochs)
+    return config.validate()
+
+
 def diverge(args) -> int:
     """Both backends in this process (the registry imports them in a safe order), step by step."""
     from common import agreement
@@ -313,13 +326,11 @@ def diverge(args) -> int:
             raise UserError(reason)
     content_img = images.load_image(args.content, "content image")
     style_img = images.load_image(args.style, "style image")
-    config = PRESETS["cpu"].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps,
-                                    image_shape=args.size or PRESETS["cpu"].image_shape, num_epochs=args.epochs or 20)
-    config.validate()
+    config = config_from_args(args, "cpu", default_epochs=20)
     content_x = images.preprocess_array(content_img, config.image_shape)
     style_x = images.preprocess_array(style_img, config.image_shape)
-    device = {"auto": None, "cpu": "cpu", "gpu": "gpu"}[args.device]
-    a, b = (backends.get_backend(name, weights=args.weights, device=device, precision=args.precision, taps=args.taps)
+    a, b = (backends.get_backend(name, weights=args.weights, device=DEVICES[args.device], precision=args.precision,
+                                 taps=args.taps)
             for name in args.diverge)
     print(f"running {a.name} and {b.name} for {config.num_epochs} steps at "
           f"{config.image_shape[0]}x{config.image_shape[1]}, weights {args.weights}, precision {args.precision}")
@@ -354,12 +365,7 @@ def compare(args, argv: list[str]) -> int:
     if args.device == "gpu" and not gpus:
         raise UserError("--device gpu: no NVIDIA GPU found (nvidia-smi lists none)")
     preset = args.preset if args.preset != "auto" else ("d2l" if gpus else "cpu")
-    config = PRESETS[preset].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps)
-    if args.size:
-        config = config.replace(image_shape=args.size)
-    if args.epochs:
-        config = config.replace(num_epochs=args.epochs)
-    config.validate()
+    config = config_from_args(args, preset)
     overrides = {k: v for k, v in (("content", args.content_weight), ("style", args.style_weight),
                                    ("tv", args.tv_weight)) if v is not None}
 
@@ -380,7 +386,7 @@ def compare(args, argv: list[str]) -> int:
     config_dict = dataclasses.asdict(config)
     job = {
         "config": config_dict, "weights": args.weights, "precision": args.precision, "seed": args.seed,
-        "device": {"auto": None, "cpu": "cpu", "gpu": "gpu"}[args.device], "repeat": args.repeat,
+        "device": DEVICES[args.device], "repeat": args.repeat,
         "quiet": args.quiet, "loss_weight_overrides": overrides,
         "content": str((out / "content.png").resolve()), "style": str((out / "style.png").resolve()),
     }

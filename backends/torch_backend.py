@@ -6,7 +6,6 @@ only parameter; Adam plus StepLR, as in the book.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +202,7 @@ def load_native_weights(expected_sha256_prefix: str | None = None) -> weight_set
                 f"torchvision's VGG19 weights ({NATIVE_FILE}) are not in the cache folder {path.parent} "
                 f"and could not be downloaded ({type(exc).__name__}); use --weights bundled instead"
             ) from None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = weight_sets.sha256_of(path)
     if not digest.startswith(expected_sha256_prefix):
         raise UserError(f"{path} has sha256 {digest[:16]}..., expected {expected_sha256_prefix}...; refusing to load it")
     state_dict = torch.load(path, map_location="cpu", weights_only=True)

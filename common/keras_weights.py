@@ -59,11 +59,8 @@ def cache_path() -> Path:
 
 
 def md5_of(path: str | os.PathLike) -> str:
-    digest = hashlib.md5(usedforsecurity=False)  # Keras publishes md5: integrity, not security
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    # Keras publishes md5: integrity, not security.
+    return weight_sets.file_digest(path, lambda: hashlib.md5(usedforsecurity=False))
 
 
 def verify(path: str | os.PathLike, expected_md5: str | None = None) -> None:

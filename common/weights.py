@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -154,12 +153,14 @@ def cache_dir() -> Path:
     return base / "d2l-style-transfer"
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm="sha256") -> str:
+    """Hex digest of a file, read in chunks (weight files are hundreds of MB)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
 
 
 def bundled_source_path() -> Path:
@@ -236,11 +237,3 @@ def _save_npz_cache(path: Path, params: Mapping[str, np.ndarray]) -> None:
     except OSError:
         pass  # a read-only cache only costs speed
 
-
-def describe(weight_set: WeightSet) -> dict:
-    return {
-        "name": weight_set.name,
-        "source": weight_set.source,
-        "convention": weight_set.convention.name,
-        "loss_weights": json.loads(json.dumps(weight_set.loss_weights.__dict__)),
-    }

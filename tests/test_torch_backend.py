@@ -16,7 +16,6 @@ if backends.why_unavailable("torch"):
     pytest.skip(backends.why_unavailable("torch"), allow_module_level=True)
 
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 
 from backends import torch_backend  # noqa: E402
 
