@@ -5,13 +5,17 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: compare test
+.PHONY: compare test docs
 
 compare: $(STAMP)
 	$(VENV)/bin/python compare.py $(ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+# The chapter (docs/chapter.md, docs/chapter.html) from the source and docs/compare-cpu/.
+docs: $(STAMP)
+	$(VENV)/bin/python docs/build_chapter.py $(ARGS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

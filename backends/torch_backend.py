@@ -86,7 +86,9 @@ class TorchBackend(BackendBase):
                 # silently overwrite a kept pre-ReLU tap, as it does in d2l.
                 module.inplace = False
         net.requires_grad_(False)
-        return net.eval().to(self.device)
+        # Channels-last (NHWC in memory): oneDNN's and cuDNN's preferred layout. At 150x225 on
+        # 2 CPU cores a step took 255 ms against 277 ms in NCHW.
+        return net.eval().to(self.device, memory_format=torch.channels_last)
 
     # --- tensors --------------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class TorchBackend(BackendBase):
         wanted = set(plan.content + plan.style)
         if self.has_input_transform:
             X = X[:, self.input_order] * self.input_scale + self.input_shift
+        X = X.contiguous(memory_format=torch.channels_last)  # the network's layout; still NCHW to index
         taps = {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             for layer in plan.layers:

@@ -55,22 +55,25 @@ def step_flops(image_shape, config=D2L) -> float:
     return 2.0 * forward
 
 
-def time_blocks(step, sync, warmup: int, steps: int, blocks: int) -> list[float]:
-    for _ in range(warmup):
-        step()
+def time_blocks(run, sync, warmup: int, steps: int, blocks: int) -> list[float]:
+    """Seconds per step in each of ``blocks`` blocks; ``run(n)`` queues n steps, ``sync()`` waits for them."""
+    run(warmup)
+    sync()
+    run(steps)  # the block's own program (a multi-step one may compile here)
     sync()
     per_step = []
     for _ in range(blocks):
         start = time.perf_counter()
-        for _ in range(steps):
-            step()
+        run(steps)
         sync()
         per_step.append((time.perf_counter() - start) / steps)
     return per_step
 
 
-def plan_for(image_shape) -> tuple[int, int, int]:
+def plan_for(image_shape, on_gpu: bool) -> tuple[int, int, int]:
     """(warm-up steps, steps per block, blocks): fewer at large sizes on a CPU."""
+    if on_gpu:  # milliseconds a step: long blocks, so that one synchronisation costs nothing
+        return 20, 50, 7
     pixels = image_shape[0] * image_shape[1]
     if pixels <= 150 * 225:
         return 3, 5, 5
@@ -107,7 +110,7 @@ def peak_flops(name: str, precision: str, n: int = 2048) -> float:
         matmul = lambda: out.__setitem__(0, f(a))  # noqa: E731
         sync = lambda: out[0].block_until_ready()  # noqa: E731
     # The best of several blocks: a peak is what the hardware can do, not what a noisy moment gave.
-    times = time_blocks(matmul, sync, warmup=2, steps=3, blocks=7)
+    times = time_blocks(lambda n: [matmul() for _ in range(n)], sync, warmup=2, steps=3, blocks=7)
     return 2.0 * n**3 / min(times)
 
 
@@ -118,7 +121,8 @@ def naive_steps(image_shape):
     from common import d2l_listing, weights as weight_sets
 
     style_layers, content_layers = [0, 5, 10, 19, 28], [25]
-    net = d2l_listing.vgg_net(weight_sets.bundled().params, content_layers, style_layers)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # d2l.try_gpu()
+    net = d2l_listing.vgg_net(weight_sets.bundled().params, content_layers, style_layers).to(device)
 
     def extract_features(X):
         return d2l_listing.extract_features(net, X, content_layers, style_layers)
@@ -126,8 +130,8 @@ def naive_steps(image_shape):
     gram = d2l_listing.gram
 
     rng = np.random.default_rng(0)
-    content_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
-    style_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
+    content_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32)).to(device)
+    style_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32)).to(device)
     contents_Y = [Y.detach() for Y in extract_features(content_X)[0]]
     styles_Y_gram = [gram(Y).detach() for Y in extract_features(style_X)[1]]
     X = torch.nn.Parameter(content_X.clone())
@@ -144,7 +148,8 @@ def naive_steps(image_shape):
         trainer.step()
         l.item()  # the textbook prints or logs the loss every step
 
-    return step, lambda: None
+    gpu_name = torch.cuda.get_device_name() if device.type == "cuda" else None
+    return (lambda n: [step() for _ in range(n)]), lambda: None, gpu_name
 
 
 def backend_steps(name: str, precision: str, image_shape):
@@ -159,14 +164,19 @@ def backend_steps(name: str, precision: str, image_shape):
     _, styles_Y = backend.extract_features(style_X, config.content_layers, config.style_layers)
     holder = {"state": backend.init_state(content_X, contents_Y, styles_Y, config), "losses": None}
 
-    def step():
-        holder["state"], holder["losses"] = backend.train_step(holder["state"])
+    def run(num_steps):
+        # As ``train`` runs them between two progress reports: as many steps per dispatch as the backend takes.
+        done = 0
+        while done < num_steps:
+            n = min(backend.steps_per_dispatch, num_steps - done)
+            holder["state"], holder["losses"] = backend.train_steps(holder["state"], n)
+            done += n
 
     def sync():
-        backend.scalar(holder["losses"].total)  # waits for the last step's result
+        backend.losses_to_floats(holder["losses"])  # waits for the last steps' results
         backend.synchronize()
 
-    return step, sync, backend
+    return run, sync, backend
 
 
 def worker(name: str, precision: str, sizes) -> dict:
@@ -176,12 +186,13 @@ def worker(name: str, precision: str, sizes) -> dict:
     device = cpu_name()
     for image_shape in sizes:
         if name == "naive":
-            step, sync = naive_steps(image_shape)
+            run, sync, gpu_name = naive_steps(image_shape)
         else:
-            step, sync, backend = backend_steps(name, precision, image_shape)
-            device = backend.device_name() or device
-        warmup, steps, blocks = plan_for(image_shape)
-        times = time_blocks(step, sync, warmup, steps, blocks)
+            run, sync, backend = backend_steps(name, precision, image_shape)
+            gpu_name = backend.device_name()
+        device = gpu_name or device
+        warmup, steps, blocks = plan_for(image_shape, on_gpu=gpu_name is not None)
+        times = time_blocks(run, sync, warmup, steps, blocks)
         rows.append({"size": list(image_shape), "ms_per_step": 1e3 * statistics.median(times),
                      "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times), "blocks": blocks, "steps_per_block": steps,
                      "gflop_per_step": step_flops(image_shape) / 1e9})

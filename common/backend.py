@@ -100,6 +100,29 @@ class BackendBase:
     def scalar(self, t) -> float:
         return float(np.asarray(self.to_numpy(t)))
 
+    # Steps one dispatch may run: more than one where the framework compiles several steps into one program.
+    steps_per_dispatch = 1
+
+    def train_steps(self, state, num_steps: int):
+        """``num_steps`` training steps; the losses stay on the device, one ``LossParts`` per step.
+
+        A backend that compiles several steps into one program returns one
+        ``LossParts`` whose fields are stacked along a first axis, one entry per step.
+        """
+        losses = []
+        for _ in range(num_steps):
+            state, step_losses = self.train_step(state)
+            losses.append(step_losses)
+        return state, losses
+
+    def losses_to_floats(self, pending: Sequence[LossParts]) -> list[LossParts]:
+        """Device losses from ``train_steps`` as one ``LossParts`` of floats per step (this waits for the device)."""
+        history = []
+        for parts in pending:
+            values = [np.atleast_1d(np.asarray(self.to_numpy(v))) for v in parts]  # stacked: one entry per step
+            history.extend(LossParts(*map(float, step)) for step in zip(*values))
+        return history
+
     def train(
         self,
         X,
@@ -117,14 +140,18 @@ class BackendBase:
         state = self.init_state(X, contents_Y, styles_Y, config)
         history: list[LossParts] = []
         pending: list[LossParts] = []
-        for epoch in range(config.num_epochs):
-            state, losses = self.train_step(state)
-            pending.append(losses)
-            if (epoch + 1) % report_every == 0 or epoch + 1 == config.num_epochs:
-                history.extend(LossParts(*(self.scalar(v) for v in parts)) for parts in pending)
+        epoch = 0
+        while epoch < config.num_epochs:
+            until_report = min(report_every - epoch % report_every, config.num_epochs - epoch)
+            num_steps = min(until_report, self.steps_per_dispatch)
+            state, losses = self.train_steps(state, num_steps)
+            pending.extend(losses)
+            epoch += num_steps
+            if num_steps == until_report:
+                history.extend(self.losses_to_floats(pending))
                 pending.clear()
                 if callback is not None:
-                    callback(StepReport(epoch + 1, config.num_epochs, config.lr_at(epoch), history[-1], history))
+                    callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history))
         return self.current_image(state), history
 
 

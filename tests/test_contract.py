@@ -91,3 +91,19 @@ def test_loss_and_grad_does_not_update(backend, rng):
     assert np.array_equal(backend.to_numpy(backend.current_image(state)), before)
     _, step_losses = backend.train_step(state)
     assert backend.scalar(step_losses.total) == pytest.approx(backend.scalar(losses.total), rel=1e-6)
+
+
+def test_train_steps_runs_that_many_steps_and_keeps_each_ones_losses(backend, rng):
+    """``train_steps(state, 3)`` is three ``train_step``s, however the backend dispatches them."""
+    content_X, contents_Y, styles_Y = targets(backend, rng.integers(0, 256, (32, 48, 3), np.uint8),
+                                              rng.integers(0, 256, (32, 48, 3), np.uint8), SMALL)
+    one_by_one, state = [], backend.init_state(content_X, contents_Y, styles_Y, SMALL)
+    for _ in range(3):
+        state, losses = backend.train_step(state)
+        one_by_one.append(losses)
+    state, together = backend.train_steps(backend.init_state(content_X, contents_Y, styles_Y, SMALL), 3)
+    expected, actual = backend.losses_to_floats(one_by_one), backend.losses_to_floats(together)
+    assert len(actual) == 3 and all(isinstance(v, float) for parts in actual for v in parts)
+    # Equal up to float32 rounding that Adam's steps amplify: JAX's 3-step program fuses the steps
+    # differently; measured 3.1e-5 relative on the small content loss at the third step.
+    np.testing.assert_allclose(np.array(actual), np.array(expected), rtol=1e-4)

@@ -11,6 +11,7 @@ import backends
 from common import d2l_listing, weights as weight_sets
 from common.config import D2L
 from common.errors import UserError, WeightsUnavailable
+from helpers import rel_err
 
 if backends.why_unavailable("torch"):
     pytest.skip(backends.why_unavailable("torch"), allow_module_level=True)
@@ -39,7 +40,9 @@ def test_torch_inplace_taps_reproduce_the_d2l_listing(taps, should_match):
     with torch.no_grad():
         expected = d2l_listing_features(params, X.clone(), [25], [0, 5, 10, 19, 28])
         actual = b.extract_features(X, [25], [0, 5, 10, 19, 28])
-    matches = [torch.allclose(a, e, rtol=1e-5, atol=1e-6) for a, e in zip(actual[0] + actual[1], expected[0] + expected[1])]
+    # Channels-last and NCHW convolutions sum in different orders: measured up to 2.2e-6 of the
+    # largest value; a pre-ReLU tap read as a ReLU one is off by order 1.
+    matches = [rel_err(a.numpy(), e.numpy()) < 1e-5 for a, e in zip(actual[0] + actual[1], expected[0] + expected[1])]
     if should_match:
         assert all(matches)
     else:
