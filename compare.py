@@ -295,7 +295,8 @@ def ratio(args) -> int:
         a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read results: {exc}") from None
-    text = report.ratio_table(a, b, str(a_path), str(b_path))
+    psnr_db = report.image_psnr_between_runs(Path(a_path).parent, a, Path(b_path).parent, b)
+    text = report.ratio_table(a, b, str(a_path), str(b_path), psnr_db)
     print(text)
     atomic.write_text(args.out / "ratio.md", text)
     print(f"wrote {args.out / 'ratio.md'}")

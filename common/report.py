@@ -65,25 +65,45 @@ def agreement_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ratio_table(a: dict, b: dict, label_a: str, label_b: str) -> str:
-    """Per backend, B's times over A's (below 1: B is faster)."""
+def ratio_table(a: dict, b: dict, label_a: str, label_b: str, psnr_db: dict[str, float] | None = None) -> str:
+    """Per backend, B's times over A's (below 1: B is faster) and, where given, the PSNR of B's image against A's."""
+    psnr_db = psnr_db or {}
     by_a = {r["backend"]: r for r in a["backends"] if r.get("status") == "ok"}
     by_b = {r["backend"]: r for r in b["backends"] if r.get("status") == "ok"}
     lines = [
-        f"A: {label_a} ({a.get('machine', {}).get('device', '?')})  \nB: {label_b} ({b.get('machine', {}).get('device', '?')})\n",
-        "| backend | A ms/step | B ms/step | B/A step | B/A setup | B/A first step | B/A total |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"A: {label_a} ({a.get('machine', {}).get('device', '?')}, {a.get('precision', '?')})  \n"
+        f"B: {label_b} ({b.get('machine', {}).get('device', '?')}, {b.get('precision', '?')})\n",
+        "| backend | A ms/step | B ms/step | B/A step | B/A setup | B/A first step | B/A total | B vs A image, PSNR dB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in sorted(set(by_a) | set(by_b)):
         if name not in by_a or name not in by_b:
             lines.append(f"| {name} | {'-' if name not in by_a else _ms(by_a[name]['step_s_median'])} | "
-                         f"{'-' if name not in by_b else _ms(by_b[name]['step_s_median'])} | - | - | - | - |")
+                         f"{'-' if name not in by_b else _ms(by_b[name]['step_s_median'])} | - | - | - | - | - |")
             continue
         ra, rb = by_a[name], by_b[name]
         ratios = [rb[k] / ra[k] for k in ("step_s_median", "setup_s", "first_step_s", "total_s")]
+        psnr_cell = f"{psnr_db[name]:.1f}" if name in psnr_db else "-"
         lines.append(f"| {name} | {_ms(ra['step_s_median'])} | {_ms(rb['step_s_median'])} | "
-                     + " | ".join(f"{x:.2f}" for x in ratios) + " |")
+                     + " | ".join(f"{x:.2f}" for x in ratios) + f" | {psnr_cell} |")
     return "\n".join(lines) + "\n"
+
+
+def image_psnr_between_runs(dir_a: Path, a: dict, dir_b: Path, b: dict) -> dict[str, float]:
+    """Per backend finished in both runs, PSNR of run B's image against run A's (the same size only)."""
+    images_a = {r["backend"]: dir_a / r["image"] for r in a["backends"] if r.get("status") == "ok"}
+    result = {}
+    for r in b["backends"]:
+        if r.get("status") != "ok" or r["backend"] not in images_a:
+            continue
+        try:
+            with Image.open(images_a[r["backend"]]) as img_a, Image.open(dir_b / r["image"]) as img_b:
+                pixels_a, pixels_b = np.asarray(img_a.convert("RGB")), np.asarray(img_b.convert("RGB"))
+        except OSError:
+            continue  # a results.json moved without its images: times only
+        if pixels_a.shape == pixels_b.shape:
+            result[r["backend"]] = psnr(pixels_a, pixels_b)
+    return result
 
 
 def side_by_side(out_path: Path, panels: list[tuple[str, Image.Image]], height: int = 240) -> None:

@@ -15,6 +15,7 @@ from PIL import Image
 
 import backends
 import compare
+from common import report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -205,6 +206,23 @@ def test_ratio_report(fake_runs, tmp_path):
     assert compare.main(["--ratio", str(out / "results.json"), str(tmp_path / "b.json"), "--out", str(tmp_path)]) == 0
     text = (tmp_path / "ratio.md").read_text()
     assert "| torch | 100.0 | 25.0 | 0.25 |" in text
+    assert all(line.endswith(" | - |") for line in text.splitlines() if line.startswith(("| torch", "| jax")))  # no images beside b.json
+
+
+def test_ratio_report_measures_each_backends_image_against_the_other_runs(fake_runs, tmp_path):
+    """The accuracy cost of a precision mode: --ratio float32/results.json bf16/results.json."""
+    _, summary, out = fake_runs({"torch": "ok", "jax": "ok"})
+    run_b = tmp_path / "b"
+    run_b.mkdir()
+    (run_b / "results.json").write_text(json.dumps(summary))
+    pixels = np.asarray(Image.open(out / "torch.png").convert("RGB")).astype(np.int16)
+    Image.fromarray(np.clip(pixels + 10, 0, 255).astype(np.uint8)).save(run_b / "torch.png")  # differs
+    Image.open(out / "jax.png").save(run_b / "jax.png")  # identical
+    assert compare.main(["--ratio", str(out / "results.json"), str(run_b / "results.json"), "--out", str(tmp_path)]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in (tmp_path / "ratio.md").read_text().splitlines()}
+    expected = report.psnr(np.clip(pixels + 10, 0, 255), pixels)
+    assert rows["torch"].endswith(f" | {expected:.1f} |") and 25 < expected < 30
+    assert rows["jax"].endswith(" | inf |")
 
 
 def test_diverge_reports_steps_and_layers(tmp_path):

@@ -1,0 +1,36 @@
+"""Outputs are written whole or not at all, with a new file's usual permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from common import atomic
+
+
+def test_write_replaces_the_file_whole(tmp_path):
+    target = tmp_path / "out" / "results.json"
+    atomic.write_text(target, "first")
+    atomic.write_text(target, "second")
+    assert target.read_text() == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary left
+
+
+def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "summary.md"
+    atomic.write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.md"]
+
+
+def test_new_files_get_the_umask_mode_not_mkstemps_owner_only(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.md", "x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o644
