@@ -1,6 +1,7 @@
-# Two commands, each installing what it needs into .venv on first use:
+# Each installs what it needs into .venv on first use:
 #   make compare   # the framework comparison on the default images
 #   make test      # the test suite (what CI runs)
+#   make docs      # rebuild the chapter, docs/chapter.md and docs/chapter.html
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed

@@ -37,7 +37,7 @@ from common import weights as weight_sets
 from common.backend import BackendBase
 from common.config import LossWeights
 from common.errors import UserError, WeightsUnavailable
-from common.interface import LossParts, StepReport
+from common.interface import LossParts
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
 # Steps per compiled program in ``train`` when reports come less often than steps:
@@ -217,7 +217,8 @@ class JaxBackend(BackendBase):
         abstract = nnx.eval_shape(lambda: VGG19(precision=CONV_PRECISION[self.precision], dtype=self.compute_dtype,
                                                 rngs=nnx.Rngs(0)))
         net_def, params = nnx.split(abstract)
-        kernels = {conv.index: np.transpose(self.weights.params[conv.weight_key], (2, 3, 1, 0)) for conv in CONV_LAYERS}  # OIHW -> HWIO
+        # OIHW -> HWIO
+        kernels = {conv.index: np.transpose(self.weights.params[conv.weight_key], (2, 3, 1, 0)) for conv in CONV_LAYERS}
         arrays = {
             "layers": {
                 conv.index: {
@@ -341,10 +342,10 @@ class JaxBackend(BackendBase):
 
     def train_steps(self, state: JaxState, num_steps: int):
         """``num_steps`` steps in one compiled, unrolled program; one ``LossParts`` of stacked losses."""
-        if num_steps == 1:
+        if num_steps == 1:  # the single-step program, compiled already
             state, losses = self.train_step(state)
-            return state, [losses]
-        state, losses = self._train_steps(self.params, state, num_steps=num_steps)
+        else:
+            state, losses = self._train_steps(self.params, state, num_steps=num_steps)
         return state, [losses]
 
     # --- native weights -------------------------------------------------------------------

@@ -33,6 +33,8 @@ import numpy as np  # noqa: E402
 from common import atomic  # noqa: E402
 from common.config import D2L  # noqa: E402
 from common.vgg import feature_plan  # noqa: E402
+from backends import NAMES  # noqa: E402  (the registry imports no framework)
+from compare import image_size  # noqa: E402
 
 SIZES = ((150, 225), (300, 450), (600, 900))
 
@@ -204,6 +206,14 @@ def worker(name: str, precision: str, sizes) -> dict:
             "versions": versions("torch" if name == "naive" else name), "rows": rows}
 
 
+def backend_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ("naive", *NAMES)]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown) or 'empty list'}; choose from naive, {', '.join(NAMES)}")
+    return names
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -228,19 +238,23 @@ def markdown(results: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--backends", default="naive,torch,tensorflow,jax", help="comma-separated; naive = baseline")
+    parser.add_argument("--backends", default="naive,torch,tensorflow,jax", type=backend_names,
+                        help="comma-separated; naive = the baseline")
     parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="HxW,HxW,...")
     parser.add_argument("--precision", default="float32", choices=("float32", "tf32", "bf16"))
     parser.add_argument("--out", type=Path, help="write the results as JSON here, and the table beside it (.md)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    try:
+        sizes = [image_size(text) for text in args.sizes.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--sizes: {exc}")
     if args.worker:
         print(json.dumps(worker(args.worker, args.precision, sizes)))
         return 0
     results = []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    for name in args.backends.split(","):
+    for name in args.backends:
         print(f"timing {name} ...", file=sys.stderr, flush=True)
         out = subprocess.run([sys.executable, __file__, "--worker", name, "--sizes", args.sizes, "--precision",
                               args.precision], capture_output=True, text=True, env=env, cwd=REPO)

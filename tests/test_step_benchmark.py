@@ -1,0 +1,70 @@
+"""benchmarks/step_benchmark.py: its FLOP count, its command line and one tiny real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import backends
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "step_benchmark.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("step_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["step_benchmark"] = module  # dataclasses and pickling look modules up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_flops_counts_vgg_through_conv5_1_and_the_grams_twice():
+    # VGG19 up to conv5_1 written out independently: (in, out) per conv, "pool" halves the size.
+    layers = [(3, 64), (64, 64), "pool", (64, 128), (128, 128), "pool", (128, 256), (256, 256), (256, 256),
+              (256, 256), "pool", (256, 512), (512, 512), (512, 512), (512, 512), "pool", (512, 512)]
+    style_after = {0: 64, 2: 128, 4: 256, 8: 512, 12: 512}  # conv index (of 13) -> channels of its style tap
+    height, width, forward, conv = 64, 96, 0.0, 0
+    for layer in layers:
+        if layer == "pool":
+            height, width = height // 2, width // 2
+            continue
+        forward += 2 * height * width * layer[0] * layer[1] * 9
+        if conv in style_after:
+            forward += 2 * style_after[conv] ** 2 * height * width
+        conv += 1
+    assert load_benchmark().step_flops((64, 96)) == 2 * forward
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sizes", "10x"], "expected HEIGHTxWIDTH"),
+    (["--sizes", "8x8"], "too small"),
+    (["--backends", "torch,mxnet"], "unknown mxnet"),
+])
+def test_bad_arguments_are_one_line(args, message):
+    out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_tiny_run_writes_the_table_and_the_json(tmp_path):
+    name = next((n for n in ("jax", "torch", "tensorflow") if not backends.why_unavailable(n)), None)
+    if name is None or backends.why_unavailable("torch"):
+        pytest.skip("needs torch (the naive baseline) and one backend")
+    out = subprocess.run([sys.executable, str(SCRIPT), "--backends", f"naive,{name}", "--sizes", "32x32",
+                          "--out", str(tmp_path / "steps.json")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "steps.json").read_text())
+    assert [r["backend"] for r in results] == ["naive", name]
+    for result in results:
+        (row,) = result["rows"]
+        assert row["size"] == [32, 32] and row["ms_per_step"] > 0 and result["peak_gflops"] > 0
+        assert row["gflops"] == pytest.approx(row["gflop_per_step"] / (row["ms_per_step"] / 1e3))
+    table = (tmp_path / "steps.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith(("| naive |", f"| {name} |"))]
+    assert len(rows) == 2 and rows[0].endswith("| 1.00x |")
+    assert re.search(r"\| \d+\.\d\dx \|$", rows[1])  # its speed-up over the baseline
