@@ -40,10 +40,10 @@ from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
-# Steps per compiled program in ``train`` when reports come less often than steps:
-# one dispatch, and XLA schedules the steps together. At 150x225 on 2 CPU cores,
-# 5 unrolled steps took 272 ms a step against 289 ms for single steps; a rolled
-# lax.scan was 2.6x slower.
+# Steps per compiled program in ``train`` on the CPU when reports come at least
+# this far apart: one dispatch, and XLA schedules the steps together. At 150x225
+# on 2 CPU cores, 5 unrolled steps took 290 ms a step against 303 ms for single
+# steps; a rolled lax.scan was 2.6x slower. Not measured on a GPU, so not used there.
 STEPS_PER_DISPATCH = 5
 
 # How each precision setting runs the convolutions and the Gram matmul.
@@ -68,8 +68,8 @@ def max_pool(x):
     """VGG's 2x2, stride-2 max pooling (NHWC), with a gradient that XLA runs fast on the CPU.
 
     The gradient goes to the first maximum of each window in row-major order,
-    exactly as ``lax.reduce_window``'s own (``select_and_scatter``), PyTorch's
-    and TensorFlow's do, ties included. XLA's CPU ``select_and_scatter`` is a
+    bit for bit as ``lax.reduce_window``'s own (``select_and_scatter``) does,
+    ties included (tests/test_jax_backend.py). XLA's CPU ``select_and_scatter`` is a
     serial loop: at 150x225 the four poolings' gradients took 42 ms of a 373 ms
     step; written with ``argmax`` and a one-hot they take 2 ms.
     """
@@ -108,7 +108,7 @@ def frozen_conv3x3(x, kernel, grad_kernel, precision):
     """``conv3x3`` differentiated w.r.t. ``x`` only, with the input-gradient kernel given.
 
     XLA derives that kernel inside every compiled step, with a transpose that
-    took 45 of 340 ms per step at 150x225 on the CPU; VGG's weights never
+    took 45 of 343 ms per step at 150x225 on the CPU; VGG's weights never
     change, so the backend computes it once, when it loads them.
     """
     return conv3x3(x, kernel, precision)
@@ -188,12 +188,12 @@ def adam_with_step_lr(lr: float, lr_decay_epoch: int, lr_decay: float, eps: floa
 
 class JaxBackend(BackendBase):
     name = "jax"
-    steps_per_dispatch = STEPS_PER_DISPATCH
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.jax_device = pick_device(self.requested_device)
         self.device = "cpu" if self.jax_device.platform == "cpu" else f"{self.jax_device.platform}:{self.jax_device.id}"
+        self.steps_per_dispatch = STEPS_PER_DISPATCH if self.jax_device.platform == "cpu" else 1
         # Strict float32 unless asked: on recent NVIDIA GPUs JAX's DEFAULT precision is TF32-class.
         self.matmul_precision = MATMUL_PRECISION[self.precision]
         self.compute_dtype = COMPUTE_DTYPE[self.precision]
@@ -341,12 +341,14 @@ class JaxBackend(BackendBase):
         return state.X
 
     def train_steps(self, state: JaxState, num_steps: int):
-        """``num_steps`` steps in one compiled, unrolled program; one ``LossParts`` of stacked losses."""
-        if num_steps == 1:  # the single-step program, compiled already
-            state, losses = self.train_step(state)
-        else:
+        """``steps_per_dispatch`` steps as one compiled, unrolled program (one ``LossParts``, stacked).
+
+        Other counts run step by step, so that ``train`` compiles one multi-step program at most.
+        """
+        if num_steps == self.steps_per_dispatch > 1:
             state, losses = self._train_steps(self.params, state, num_steps=num_steps)
-        return state, [losses]
+            return state, [losses]
+        return super().train_steps(state, num_steps)
 
     # --- native weights -------------------------------------------------------------------
 

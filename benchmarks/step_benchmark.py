@@ -2,13 +2,15 @@
 
     python benchmarks/step_benchmark.py                      # all backends, float32, 3 sizes
     python benchmarks/step_benchmark.py --sizes 150x225 --backends torch,jax --out runs/steps.json
+    python benchmarks/step_benchmark.py --sizes 150x225 --repeat 3   # each backend 3 times, interleaved
 
 Each backend runs in its own process. For each image size it times blocks of
 training steps with one device synchronisation per block (as a run that
 reports progress every few steps does), and reports the median block time per
-step. FLOPs are counted from the layer shapes: the forward pass through
-conv5_1 and the backward pass to the image only (convolutions and Gram
-matrices; ReLU, pooling and the elementwise losses are under 1% and left out).
+step; with --repeat, the median of the runs' medians and their range. FLOPs
+are counted from the layer shapes: the forward pass through conv5_1 and the
+backward pass to the image only (convolutions and Gram matrices; ReLU, pooling
+and the elementwise losses are under 1% and left out).
 The peak is the best of several same-precision 2048x2048 matrix products timed in the same process.
 "naive" is d2l's listing written plainly: eager PyTorch, VGG parameters left
 trainable (so their gradients are computed too), a loss sync every step.
@@ -32,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from common import atomic  # noqa: E402
 from common.config import D2L  # noqa: E402
+from common.interface import PRECISIONS  # noqa: E402
 from common.vgg import feature_plan  # noqa: E402
 from backends import NAMES  # noqa: E402  (the registry imports no framework)
 from compare import image_size  # noqa: E402
@@ -107,7 +110,9 @@ def peak_flops(name: str, precision: str, n: int = 2048) -> float:
         import jax.numpy as jnp
 
         a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.bfloat16 if precision == "bf16" else jnp.float32)
-        f = jax.jit(lambda x: x @ x)
+        # HIGHEST for float32: JAX's default is TF32-class on recent NVIDIA GPUs, the backend's float32 is not.
+        precision = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
+        f = jax.jit(lambda x: jnp.matmul(x, x, precision=precision))
         out = [f(a)]
         matmul = lambda: out.__setitem__(0, f(a))  # noqa: E731
         sync = lambda: out[0].block_until_ready()  # noqa: E731
@@ -117,8 +122,10 @@ def peak_flops(name: str, precision: str, n: int = 2048) -> float:
 
 
 def naive_steps(image_shape):
-    """d2l's PyTorch listing, plainly: trainable VGG, in-place ReLUs, loss.item() every step."""
+    """d2l's PyTorch listing, plainly: trainable VGG, in-place ReLUs, loss.item() every step; strict float32."""
     import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # cuDNN's default is TF32
 
     from common import d2l_listing, weights as weight_sets
 
@@ -148,7 +155,7 @@ def naive_steps(image_shape):
         l = sum(styles_l + contents_l + [tv_l])
         l.backward()
         trainer.step()
-        l.item()  # the textbook prints or logs the loss every step
+        l.item()  # the issue's plain baseline syncs every step (d2l's loop reads the loss every 10 epochs)
 
     gpu_name = torch.cuda.get_device_name() if device.type == "cuda" else None
     return (lambda n: [step() for _ in range(n)]), lambda: None, gpu_name
@@ -182,6 +189,8 @@ def backend_steps(name: str, precision: str, image_shape):
 
 
 def worker(name: str, precision: str, sizes) -> dict:
+    if name == "naive":
+        precision = "float32"  # the plain listing knows no other; its row says so
     from common.runner import cpu_name, versions
 
     rows = []
@@ -214,6 +223,22 @@ def backend_names(text: str) -> list[str]:
     return names
 
 
+def merge_repeats(runs: list[dict]) -> dict:
+    """One backend's repeated runs as one: per size the median ms/step, and its range over the runs."""
+    finished = [run for run in runs if "error" not in run]
+    if len(runs) == 1 or not finished:
+        return runs[0]
+    merged = {**finished[0], "repeats": len(finished), "peak_gflops": statistics.median(r["peak_gflops"] for r in finished)}
+    merged["rows"] = []
+    for i, row in enumerate(finished[0]["rows"]):
+        times = [run["rows"][i]["ms_per_step"] for run in finished]
+        gflops = row["gflop_per_step"] / (statistics.median(times) / 1e3)
+        merged["rows"].append({**row, "ms_per_step": statistics.median(times), "ms_min": min(times), "ms_max": max(times),
+                               "gflops": gflops, "fraction_of_peak": gflops / merged["peak_gflops"],
+                               "ms_per_step_each_run": times})
+    return merged
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
@@ -241,8 +266,10 @@ def main() -> int:
     parser.add_argument("--backends", default="naive,torch,tensorflow,jax", type=backend_names,
                         help="comma-separated; naive = the baseline")
     parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="HxW,HxW,...")
-    parser.add_argument("--precision", default="float32", choices=("float32", "tf32", "bf16"))
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--out", type=Path, help="write the results as JSON here, and the table beside it (.md)")
+    parser.add_argument("--repeat", type=int, default=1, choices=range(1, 11), metavar="N",
+                        help="run every backend N times, interleaved; report the median run's ms/step and the range")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
@@ -252,17 +279,19 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.precision, sizes)))
         return 0
-    results = []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    for name in args.backends:
-        print(f"timing {name} ...", file=sys.stderr, flush=True)
-        out = subprocess.run([sys.executable, __file__, "--worker", name, "--sizes", args.sizes, "--precision",
-                              args.precision], capture_output=True, text=True, env=env, cwd=REPO)
-        if out.returncode != 0:
-            results.append({"backend": name, "precision": args.precision,
-                            "error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]})
-            continue
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs: dict[str, list[dict]] = {name: [] for name in args.backends}
+    for repeat in range(args.repeat):  # interleaved, so that a noisy minute hits every backend alike
+        for name in args.backends:
+            print(f"timing {name} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+            out = subprocess.run([sys.executable, __file__, "--worker", name, "--sizes", args.sizes, "--precision",
+                                  args.precision], capture_output=True, text=True, env=env, cwd=REPO)
+            if out.returncode != 0:
+                runs[name].append({"backend": name, "precision": args.precision,
+                                   "error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]})
+            else:
+                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = [merge_repeats(runs[name]) for name in args.backends]
     table = markdown(results)
     print(table)
     if args.out:

@@ -137,6 +137,8 @@ class BackendBase:
         Loss values stay on the device between reports, so the loop waits for
         the device only every ``report_every`` steps.
         """
+        if not (isinstance(report_every, int) and report_every >= 1):
+            raise UserError(f"report_every must be a positive integer, got {report_every!r}")
         state = self.init_state(X, contents_Y, styles_Y, config)
         history: list[LossParts] = []
         pending: list[LossParts] = []

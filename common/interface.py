@@ -89,6 +89,11 @@ class Backend(Protocol):
     # Training.
     def init_state(self, X: Tensor, contents_Y, styles_Y, config: StyleTransferConfig) -> State: ...
     def train_step(self, state: State) -> tuple[State, LossParts]: ...
+    steps_per_dispatch: int  # steps ``train_steps`` may compile into one program (JAX on the CPU: 5)
+    def train_steps(self, state: State, num_steps: int) -> tuple[State, list[LossParts]]:
+        """``num_steps`` steps; their losses on the device (a multi-step program's stacked in one LossParts)."""
+    def losses_to_floats(self, pending: Sequence[LossParts]) -> list[LossParts]:
+        """``train_steps``' losses as floats, one ``LossParts`` per step; waits for the device."""
     def current_image(self, state: State) -> Tensor: ...
     def loss_and_grad(self, state: State) -> tuple[LossParts, Tensor]:
         """The losses at the current image and the total loss's gradient there; no update."""

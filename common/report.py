@@ -89,8 +89,14 @@ def ratio_table(a: dict, b: dict, label_a: str, label_b: str, psnr_db: dict[str,
     return "\n".join(lines) + "\n"
 
 
+# What must match for two runs' images to be compared; precision, device and versions may differ.
+SAME_RUN_SETTINGS = ("config", "weights")
+
+
 def image_psnr_between_runs(dir_a: Path, a: dict, dir_b: Path, b: dict) -> dict[str, float]:
-    """Per backend finished in both runs, PSNR of run B's image against run A's (the same size only)."""
+    """Per backend finished in both runs, PSNR of run B's image against run A's; none if the runs' settings differ."""
+    if any(a.get(key) != b.get(key) for key in SAME_RUN_SETTINGS):
+        return {}
     images_a = {r["backend"]: dir_a / r["image"] for r in a["backends"] if r.get("status") == "ok"}
     result = {}
     for r in b["backends"]:
@@ -101,8 +107,7 @@ def image_psnr_between_runs(dir_a: Path, a: dict, dir_b: Path, b: dict) -> dict[
                 pixels_a, pixels_b = np.asarray(img_a.convert("RGB")), np.asarray(img_b.convert("RGB"))
         except OSError:
             continue  # a results.json moved without its images: times only
-        if pixels_a.shape == pixels_b.shape:
-            result[r["backend"]] = psnr(pixels_a, pixels_b)
+        result[r["backend"]] = psnr(pixels_a, pixels_b)
     return result
 
 

@@ -226,20 +226,22 @@ turns indices into these names once (`taps="torch-inplace"`, the default; `taps=
 literal reading, which d2l's MXNet listing computes), and every backend keeps tensors by name.
 """, (Code(("vgg:tap_names",)),)),
     Part("The network in each framework", """
-PyTorch takes torchvision's `vgg19().features` and makes its ReLUs out-of-place, so a kept tensor is
+PyTorch takes torchvision's `vgg19().features`, keeps it in channels-last memory (the layout
+oneDNN and cuDNN prefer; indexing stays NCHW) and makes its ReLUs out-of-place, so a kept tensor is
 never overwritten. TensorFlow takes Keras' `VGG19`, whose convolutions have the ReLU fused in, and
 splits each into a convolution and a separate `ReLU` layer, so either can be a tap. JAX writes the
 network as a Flax NNX module and splits it once into its structure and its weights, so that the
 weights are an argument of the compiled function rather than constants baked into it; its
-convolution and pooling layers carry hand-written gradients, which XLA runs faster on the CPU than
-the ones it derives (the docstrings give the measurements; the custom-gradient halves are in
-`backends/jax_backend.py`). The weights arrive in PyTorch's OIHW kernel layout; TensorFlow and JAX
+convolution and pooling layers carry hand-written gradients (`_max_pool_bwd`, `_frozen_conv3x3_bwd`),
+which XLA runs faster on the CPU than the ones it derives; the docstrings give the measurements. The
+weights arrive in PyTorch's OIHW kernel layout; TensorFlow and JAX
 transpose them to HWIO. Each `__init__`
 also sets the framework's precision (see the differences section) and the input convention above.
 """, (Tabs(
         own("torch", "__init__", "_build_net", "extract_features"),
         own("tensorflow", "__init__", "_build_net", "extract_features"),
-        ("jax:max_pool", "jax:frozen_conv3x3", "jax:FrozenConv", "jax:VGG19")
+        ("jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3", "jax:input_grad_kernel", "jax:frozen_conv3x3",
+         "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
         + own("jax", "__init__", "_build_net", "extract_features", "_features"),
     ),)),
     Part("Content and style targets", """
@@ -320,8 +322,9 @@ update, which the agreement tests and `compare.py --diverge` use.
     Part("The training loop", """
 `train` is d2l's loop. It keeps each step's losses on the device and reads them only when it reports,
 so the host does not wait for the device between reports. Between two reports it asks `train_steps`
-for up to `steps_per_dispatch` steps at a time: PyTorch and TensorFlow run them one by one, JAX
-compiles them into one unrolled program (`_steps` above), one dispatch for five steps.
+for up to `steps_per_dispatch` steps at a time: PyTorch and TensorFlow run them one by one; JAX on
+the CPU, when reports are at least five steps apart, runs five as one unrolled program (`_steps`
+above), one dispatch for five steps. `compare.py` reports every step, so there it runs one at a time.
 `stylize` is d2l's top-level script for any backend.
 """, (Tabs(shared("train", "train_steps", "losses_to_floats"), shared("train", "train_steps", "losses_to_floats"),
            shared("train") + own("jax", "train_steps") + shared("losses_to_floats")),
@@ -423,9 +426,9 @@ JAX's backend writes |x| as sign(x)·x.
 """, ("tests/test_agreement.py::test_tv_gradient_where_neighbours_are_equal",
           "tests/test_keras_file_backends.py::test_training_matches_torch")),
     Difference("Max-pool ties", """
-Max pooling's gradient goes to the largest value of each 2×2 window; on an exact tie all three
-frameworks pick the first, and JAX's hand-written pooling gradient (written for speed) does the same,
-bit for bit. Values that differ by less than float32's resolution are another matter: real images
+Max pooling's gradient goes to the largest value of each 2×2 window; on an exact tie JAX's own
+`select_and_scatter` picks the first, and the hand-written pooling gradient (written for speed) does
+the same, bit for bit; PyTorch's and TensorFlow's kernels are not tested on ties here. Values that differ by less than float32's resolution are another matter: real images
 have a few in every layer, and there the result depends on how each framework rounds its sums. The
 agreement tests use inputs without exact ties (`common/agreement.py`, `images()`), and the near-ties
 that remain are why an XLA CPU option that sums in another order, 6% faster, was turned down

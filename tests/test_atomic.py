@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 
 import pytest
@@ -27,10 +26,8 @@ def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.md"]
 
 
-def test_new_files_get_the_umask_mode_not_mkstemps_owner_only(tmp_path):
-    previous = os.umask(0o022)
-    try:
-        atomic.write_text(tmp_path / "a.md", "x")
-    finally:
-        os.umask(previous)
-    assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == 0o644
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_new_files_get_the_umask_mode_not_mkstemps_owner_only(tmp_path, monkeypatch, umask, mode):
+    monkeypatch.setattr(atomic, "UMASK", umask)
+    atomic.write_text(tmp_path / "a.md", "x")
+    assert stat.S_IMODE((tmp_path / "a.md").stat().st_mode) == mode

@@ -223,6 +223,10 @@ def test_ratio_report_measures_each_backends_image_against_the_other_runs(fake_r
     expected = report.psnr(np.clip(pixels + 10, 0, 255), pixels)
     assert rows["torch"].endswith(f" | {expected:.1f} |") and 25 < expected < 30
     assert rows["jax"].endswith(" | inf |")
+    summary["config"]["num_epochs"] += 1  # another run's settings: its images are not comparable
+    (run_b / "results.json").write_text(json.dumps(summary))
+    assert compare.main(["--ratio", str(out / "results.json"), str(run_b / "results.json"), "--out", str(tmp_path)]) == 0
+    assert "| inf |" not in (tmp_path / "ratio.md").read_text()
 
 
 def test_diverge_reports_steps_and_layers(tmp_path):

@@ -119,21 +119,59 @@ def test_the_step_donates_its_state_but_never_the_callers_arrays(jax_random):
 
 
 def test_train_dispatches_several_steps_between_reports(jax_random):
-    """report_every=4 runs 4-step programs (plus single steps for the rest) and reports like the base loop."""
+    """report_every=6 runs one 5-step program and single steps for the rest, and reports like the base loop."""
+    from backends.jax_backend import STEPS_PER_DISPATCH
+
     jx = jax_random
-    config = CPU.replace(image_shape=(32, 32), num_epochs=6)
+    assert jx.steps_per_dispatch == STEPS_PER_DISPATCH == 5  # on the CPU
+    config = CPU.replace(image_shape=(32, 32), num_epochs=8)
     X, content_X, style_X = random_images(9, (32, 32))
     contents_Y, styles_Y = targets_for(jx, content_X, style_X, config)
     histories, reports = {}, {}
-    for report_every in (1, 4):
+    for report_every in (1, 6):
         reports[report_every] = []
         _, histories[report_every] = jx.train(jx.from_numpy(X), contents_Y, styles_Y, config,
                                               reports[report_every].append, report_every)
-    assert [r.epoch for r in reports[4]] == [4, 6]
-    assert [r.lr for r in reports[4]] == [config.lr_at(3), config.lr_at(5)]
-    assert all(isinstance(v, float) for parts in histories[4] for v in parts)
-    one, four = np.array(histories[1]), np.array(histories[4])
-    assert rel_err(four, one) < 1e-4  # the same steps; fused differently, so equal to rounding
+    assert [r.epoch for r in reports[6]] == [6, 8]
+    assert [r.lr for r in reports[6]] == [config.lr_at(5), config.lr_at(7)]
+    assert all(isinstance(v, float) for parts in histories[6] for v in parts)
+    assert jx._train_steps._cache_size() == 1  # one multi-step program; chunks of 1 and 2 ran step by step
+    one, six = np.array(histories[1]), np.array(histories[6])
+    assert rel_err(six, one) < 1e-4  # the same steps; fused differently, so equal to rounding
+
+
+def test_each_convolution_carries_its_own_input_gradient_kernel(jax_random):
+    from backends.jax_backend import input_grad_kernel
+    from common.vgg import CONV_LAYERS
+
+    layers = jax_random.params["layers"]
+    for conv in CONV_LAYERS:
+        kernel, grad_kernel = np.asarray(layers[conv.index]["kernel"][...]), np.asarray(layers[conv.index]["grad_kernel"][...])
+        np.testing.assert_array_equal(grad_kernel, input_grad_kernel(kernel), err_msg=conv.name)
+
+
+def test_frozen_conv_in_bf16_has_the_convolutions_own_gradient():
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from backends.jax_backend import FrozenConv, conv3x3, input_grad_kernel
+
+    conv = FrozenConv(4, 6, precision=jax.lax.Precision.DEFAULT, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    conv.grad_kernel[...] = jnp.asarray(input_grad_kernel(np.asarray(conv.kernel[...])))
+    x = np.random.default_rng(2).standard_normal((1, 7, 9, 4)).astype(np.float32)
+    g = np.random.default_rng(3).standard_normal((1, 7, 9, 6)).astype(np.float32)
+
+    def reference(x):
+        x, kernel = x.astype(jnp.bfloat16), conv.kernel[...].astype(jnp.bfloat16)
+        return conv3x3(x, kernel, jax.lax.Precision.DEFAULT) + conv.bias[...].astype(jnp.bfloat16)
+
+    y, vjp = jax.vjp(conv, jnp.asarray(x))
+    y_ref, vjp_ref = jax.vjp(reference, jnp.asarray(x))
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
+    np.testing.assert_array_equal(np.asarray(vjp(g.astype(jnp.bfloat16))[0], np.float32),
+                                  np.asarray(vjp_ref(g.astype(jnp.bfloat16))[0], np.float32))
 
 
 def test_synchronize_waits_for_queued_steps(jax_random):

@@ -68,3 +68,14 @@ def test_a_tiny_run_writes_the_table_and_the_json(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith(("| naive |", f"| {name} |"))]
     assert len(rows) == 2 and rows[0].endswith("| 1.00x |")
     assert re.search(r"\| \d+\.\d\dx \|$", rows[1])  # its speed-up over the baseline
+
+
+def test_repeats_merge_into_the_median_run_with_its_range():
+    bench = load_benchmark()
+    runs = [{"backend": "jax", "peak_gflops": peak, "rows": [{"size": [32, 32], "gflop_per_step": 2.0, "ms_per_step": ms}]}
+            for ms, peak in ((30.0, 100.0), (10.0, 300.0), (20.0, 200.0))]
+    merged = bench.merge_repeats(runs + [{"backend": "jax", "error": "crashed"}])  # a failed run is left out
+    (row,) = merged["rows"]
+    assert merged["repeats"] == 3 and merged["peak_gflops"] == 200.0
+    assert (row["ms_per_step"], row["ms_min"], row["ms_max"]) == (20.0, 10.0, 30.0)
+    assert row["gflops"] == pytest.approx(100.0) and row["fraction_of_peak"] == pytest.approx(0.5)
