@@ -89,11 +89,11 @@ def image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def backend_list(text: str) -> list[str]:
+def backend_list(text: str, choices: tuple[str, ...] = backends.NAMES) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in backends.NAMES]
+    unknown = [n for n in names if n not in choices]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown backend {', '.join(unknown) or text!r}; choose from {', '.join(backends.NAMES)}")
+        raise argparse.ArgumentTypeError(f"unknown backend {', '.join(unknown) or text!r}; choose from {', '.join(choices)}")
     return names
 
 

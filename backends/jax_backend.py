@@ -341,14 +341,18 @@ class JaxBackend(BackendBase):
         return state.X
 
     def train_steps(self, state: JaxState, num_steps: int):
-        """``steps_per_dispatch`` steps as one compiled, unrolled program (one ``LossParts``, stacked).
-
-        Other counts run step by step, so that ``train`` compiles one multi-step program at most.
+        """Whole groups of ``steps_per_dispatch`` steps as one compiled, unrolled program each (one
+        ``LossParts``, stacked, per group); the rest step by step, so one multi-step program is ever compiled.
         """
-        if num_steps == self.steps_per_dispatch > 1:
-            state, losses = self._train_steps(self.params, state, num_steps=num_steps)
-            return state, [losses]
-        return super().train_steps(state, num_steps)
+        if self.steps_per_dispatch == 1:
+            return super().train_steps(state, num_steps)
+        groups, rest = divmod(num_steps, self.steps_per_dispatch)
+        losses = []
+        for _ in range(groups):
+            state, stacked = self._train_steps(self.params, state, num_steps=self.steps_per_dispatch)
+            losses.append(stacked)
+        state, singles = super().train_steps(state, rest)
+        return state, losses + singles
 
     # --- native weights -------------------------------------------------------------------
 

@@ -37,9 +37,10 @@ from common.config import D2L  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
 from common.vgg import feature_plan  # noqa: E402
 from backends import NAMES  # noqa: E402  (the registry imports no framework)
-from compare import image_size  # noqa: E402
+from compare import backend_list, image_size  # noqa: E402
 
 SIZES = ((150, 225), (300, 450), (600, 900))
+CHOICES = ("naive", *NAMES)  # "naive": the baseline
 
 
 def step_flops(image_shape, config=D2L) -> float:
@@ -111,8 +112,8 @@ def peak_flops(name: str, precision: str, n: int = 2048) -> float:
 
         a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.bfloat16 if precision == "bf16" else jnp.float32)
         # HIGHEST for float32: JAX's default is TF32-class on recent NVIDIA GPUs, the backend's float32 is not.
-        precision = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
-        f = jax.jit(lambda x: jnp.matmul(x, x, precision=precision))
+        matmul_precision = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
+        f = jax.jit(lambda x: jnp.matmul(x, x, precision=matmul_precision))
         out = [f(a)]
         matmul = lambda: out.__setitem__(0, f(a))  # noqa: E731
         sync = lambda: out[0].block_until_ready()  # noqa: E731
@@ -174,12 +175,8 @@ def backend_steps(name: str, precision: str, image_shape):
     holder = {"state": backend.init_state(content_X, contents_Y, styles_Y, config), "losses": None}
 
     def run(num_steps):
-        # As ``train`` runs them between two progress reports: as many steps per dispatch as the backend takes.
-        done = 0
-        while done < num_steps:
-            n = min(backend.steps_per_dispatch, num_steps - done)
-            holder["state"], holder["losses"] = backend.train_steps(holder["state"], n)
-            done += n
+        # As ``train`` runs them between two progress reports.
+        holder["state"], holder["losses"] = backend.train_steps(holder["state"], num_steps)
 
     def sync():
         backend.losses_to_floats(holder["losses"])  # waits for the last steps' results
@@ -213,14 +210,6 @@ def worker(name: str, precision: str, sizes) -> dict:
         row["fraction_of_peak"] = row["gflops"] * 1e9 / peak
     return {"backend": name, "precision": precision, "device": device, "peak_gflops": peak / 1e9,
             "versions": versions("torch" if name == "naive" else name), "rows": rows}
-
-
-def backend_names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ("naive", *NAMES)]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown) or 'empty list'}; choose from naive, {', '.join(NAMES)}")
-    return names
 
 
 def merge_repeats(runs: list[dict]) -> dict:
@@ -263,7 +252,7 @@ def markdown(results: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--backends", default="naive,torch,tensorflow,jax", type=backend_names,
+    parser.add_argument("--backends", default="naive,torch,tensorflow,jax", type=lambda text: backend_list(text, CHOICES),
                         help="comma-separated; naive = the baseline")
     parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="HxW,HxW,...")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS)

@@ -100,7 +100,7 @@ class BackendBase:
     def scalar(self, t) -> float:
         return float(np.asarray(self.to_numpy(t)))
 
-    # Steps one dispatch may run: more than one where the framework compiles several steps into one program.
+    # Steps ``train_steps`` runs per dispatch: more than one where the framework compiles several into one program.
     steps_per_dispatch = 1
 
     def train_steps(self, state, num_steps: int):
@@ -141,19 +141,14 @@ class BackendBase:
             raise UserError(f"report_every must be a positive integer, got {report_every!r}")
         state = self.init_state(X, contents_Y, styles_Y, config)
         history: list[LossParts] = []
-        pending: list[LossParts] = []
         epoch = 0
         while epoch < config.num_epochs:
-            until_report = min(report_every - epoch % report_every, config.num_epochs - epoch)
-            num_steps = min(until_report, self.steps_per_dispatch)
+            num_steps = min(report_every, config.num_epochs - epoch)  # the steps until the next report
             state, losses = self.train_steps(state, num_steps)
-            pending.extend(losses)
+            history.extend(self.losses_to_floats(losses))
             epoch += num_steps
-            if num_steps == until_report:
-                history.extend(self.losses_to_floats(pending))
-                pending.clear()
-                if callback is not None:
-                    callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history))
+            if callback is not None:
+                callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history))
         return self.current_image(state), history
 
 

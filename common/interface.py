@@ -89,7 +89,7 @@ class Backend(Protocol):
     # Training.
     def init_state(self, X: Tensor, contents_Y, styles_Y, config: StyleTransferConfig) -> State: ...
     def train_step(self, state: State) -> tuple[State, LossParts]: ...
-    steps_per_dispatch: int  # steps ``train_steps`` may compile into one program (JAX on the CPU: 5)
+    steps_per_dispatch: int  # steps ``train_steps`` compiles into one program (JAX on the CPU: 5; else 1)
     def train_steps(self, state: State, num_steps: int) -> tuple[State, list[LossParts]]:
         """``num_steps`` steps; their losses on the device (a multi-step program's stacked in one LossParts)."""
     def losses_to_floats(self, pending: Sequence[LossParts]) -> list[LossParts]:

@@ -17,10 +17,15 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def rgb_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
     """Max absolute pixel difference and PSNR between each pair of finished backends."""
     finished = [r for r in results if r.get("status") == "ok"]
-    pixels = {r["backend"]: np.asarray(Image.open(out_dir / r["image"]).convert("RGB")) for r in finished}
+    pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished}
     rows = []
     for a, b in itertools.combinations(pixels, 2):
         diff = np.abs(pixels[a].astype(np.int16) - pixels[b].astype(np.int16))
@@ -103,8 +108,7 @@ def image_psnr_between_runs(dir_a: Path, a: dict, dir_b: Path, b: dict) -> dict[
         if r.get("status") != "ok" or r["backend"] not in images_a:
             continue
         try:
-            with Image.open(images_a[r["backend"]]) as img_a, Image.open(dir_b / r["image"]) as img_b:
-                pixels_a, pixels_b = np.asarray(img_a.convert("RGB")), np.asarray(img_b.convert("RGB"))
+            pixels_a, pixels_b = rgb_pixels(images_a[r["backend"]]), rgb_pixels(dir_b / r["image"])
         except OSError:
             continue  # a results.json moved without its images: times only
         result[r["backend"]] = psnr(pixels_a, pixels_b)

@@ -189,10 +189,10 @@ update, which the agreement tests and `compare.py --diverge` use.
     ),)),
     Part("The training loop", """
 `train` is d2l's loop. It keeps each step's losses on the device and reads them only when it reports,
-so the host does not wait for the device between reports. Between two reports it asks `train_steps`
-for up to `steps_per_dispatch` steps at a time: PyTorch and TensorFlow run them one by one; JAX on
-the CPU, when reports are at least five steps apart, runs five as one unrolled program (`_steps`
-above), one dispatch for five steps. `compare.py` reports every step, so there it runs one at a time.
+so the host does not wait for the device between reports. It asks `train_steps` for the steps
+between two reports: PyTorch and TensorFlow run them one by one; JAX on the CPU runs each whole group
+of five as one unrolled program (`_steps` above), one dispatch for five steps, and the rest one by
+one. `compare.py` reports every step, so there it runs one at a time.
 `stylize` is d2l's top-level script for any backend.
 """, (Tabs(shared("train", "train_steps", "losses_to_floats"), shared("train", "train_steps", "losses_to_floats"),
            shared("train") + own("jax", "train_steps") + shared("losses_to_floats")),

@@ -44,7 +44,7 @@ def test_step_flops_counts_vgg_through_conv5_1_and_the_grams_twice():
 @pytest.mark.parametrize(("args", "message"), [
     (["--sizes", "10x"], "expected HEIGHTxWIDTH"),
     (["--sizes", "8x8"], "too small"),
-    (["--backends", "torch,mxnet"], "unknown mxnet"),
+    (["--backends", "torch,mxnet"], "unknown backend 'mxnet'"),
 ])
 def test_bad_arguments_are_one_line(args, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
