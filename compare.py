@@ -14,15 +14,19 @@ side-by-side picture and a loss plot; the table is printed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -68,13 +72,27 @@ def _float(text: str, ok, bound: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    return _int(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    return _int(text, 0)
+
+
+def _int(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}" if least == 1 else f"must be >= {least}, got {text!r}")
     return value
+
+
+def output_folder(text: str) -> Path:
+    if not text.strip():  # Path("") is the current folder: never what was meant
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return Path(text)
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -94,6 +112,9 @@ def backend_list(text: str, choices: tuple[str, ...] = backends.NAMES) -> list[s
     unknown = [n for n in names if n not in choices]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown backend {', '.join(unknown) or text!r}; choose from {', '.join(choices)}")
+    repeated = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+    if repeated:  # each backend's files are named after it: a second run would overwrite the first
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} given more than once in {text!r}")
     return names
 
 
@@ -129,8 +150,9 @@ def build_parser() -> Parser:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where each backend runs")
     p.add_argument("--repeat", type=positive_int, default=1, help="repeat each run N times and report the spread")
     p.add_argument("--timeout", type=positive_float, default=3600, help="seconds before a backend is stopped")
-    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of --weights random")
+    p.add_argument("--out", type=output_folder, default=Path("runs/compare"), help="output folder")
+    # random_weights seeds NumPy's default_rng, which takes any whole number >= 0.
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of --weights random")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--ratio", nargs=2, type=Path, metavar=("A.json", "B.json"),
                    help="instead of running: a ratio table of two results.json files (B over A)")
@@ -143,10 +165,10 @@ def build_parser() -> Parser:
 
 
 def backend_pair(text: str) -> list[str]:
-    names = backend_list(text)
+    names = [n.strip() for n in text.split(",")]
     if len(names) != 2 or names[0] == names[1]:
         raise argparse.ArgumentTypeError(f"expected two different backends such as torch,jax, got {text!r}")
-    return names
+    return backend_list(text)
 
 
 # --- machine ------------------------------------------------------------------------------
@@ -184,12 +206,14 @@ def run_backend(name: str, job: dict, job_dir: Path, timeout: float, quiet: bool
     reason = backends.why_unavailable(name)
     if reason:
         return {"backend": name, "status": "not installed", "error": reason}
+    job_dir = job_dir.absolute()  # the worker runs in REPO, not in the caller's folder
     job_dir.mkdir(parents=True, exist_ok=True)
     job_path = job_dir / "job.json"
     atomic.write_text(job_path, json.dumps({**job, "backend": name, "out_dir": str(job_dir)}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    process = subprocess.Popen([*RUNNER, str(job_path)], cwd=REPO, env=env,
+    # Its own process group, so stopping it stops whatever it started too (see _stop).
+    process = subprocess.Popen([*RUNNER, str(job_path)], cwd=REPO, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tail = bytearray()
     forwarder = threading.Thread(target=_forward, args=(process.stderr, tail, quiet), daemon=True)
@@ -254,12 +278,108 @@ def _forward(stream, tail: bytearray, quiet: bool) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
+    """SIGTERM the worker's process group, SIGKILL it after 10 s."""
+    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a cancelled CI job, a closed terminal): handled like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupts():
+    """Turn SIGTERM and SIGHUP into ``Stopped`` while the body runs, so workers are stopped and results kept."""
+
+    def handler(signum, frame):
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # a second one must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+# --- the output folder --------------------------------------------------------------------
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and write as UTF-8: bytes of a non-UTF-8 file name (legal on Linux) as \\xff."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # what os.fsdecode made of those bytes, back to bytes
+    except UnicodeEncodeError:  # a lone surrogate from elsewhere (a JSON \\ud800)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def prepare_out(path: Path) -> Path:
+    """Create the output folder and prove it writable, or raise a one-line ``UserError``; returns it absolute."""
+    out = path.absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--out {printable(str(path))!r} is a file (or lies under one), not a folder") from None
+    except OSError as exc:
+        raise UserError(f"--out {printable(str(path))!r}: cannot write there ({exc.strerror})") from None
+    return out
+
+
+@contextlib.contextmanager
+def lock_out(out: Path, shown: Path):
+    """Hold the output folder for this run; another run into it is refused with one line."""
+    with open(out / ".compare.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another compare.py run is writing to --out {printable(str(shown))!r}; "
+                            "wait for it to finish or choose another --out") from None
+        except OSError:
+            pass  # a file system without locks (some network mounts): run unlocked
+        yield  # the kernel releases the lock when the file closes, or when this process dies
+
+
+def run_files(names) -> list[str]:
+    """What a compare run writes into its folder, per run and per backend (stale ones are removed at its start)."""
+    per_backend = [f"{name}{suffix}" for name in names for suffix in (".png", "-traceback.txt")]
+    return ["results.json", "summary.md", "side_by_side.png", "losses.png", *per_backend]
+
+
+def remove_previous_run(out: Path) -> None:
+    """A rerun with fewer backends must not leave the last run's images and tracebacks looking current."""
+    for name in run_files(backends.NAMES):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / ".jobs", ignore_errors=True)
+
+
+def what_was_written(shown: Path, results: list[dict], out: Path) -> str:
+    """The closing line: the files this run wrote, and each backend that left no image, with why."""
+    finished = [r["backend"] for r in results if r.get("status") == "ok"]
+    written = [name for name in run_files([r["backend"] for r in results]) if (out / name).exists()]
+    missing = [f"{r['backend']}.png ({r['status']})" for r in results if r.get("status") != "ok"]
+    line = f"wrote {printable(str(shown))}/: {', '.join(written)}"
+    if not finished:
+        line = "no backend finished; " + line + " (content and style only in side_by_side.png)"
+    return line + (f"; not written: {', '.join(missing)}" if missing else "")
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -276,7 +396,7 @@ def write_report(out: Path, summary: dict, content_img, style_img) -> None:
         + report.agreement_table(summary["agreement"])
         + f"\n![side by side](side_by_side.png)\n\n![losses](losses.png)\n\nCommand: `{summary['command']}`\n"
     )
-    atomic.write_text(out / "summary.md", text)
+    atomic.write_text(out / "summary.md", printable(text))
     panels = [("content", content_img), ("style", style_img)]
     from PIL import Image
 
@@ -291,16 +411,56 @@ def write_report(out: Path, summary: dict, content_img, style_img) -> None:
 
 def ratio(args) -> int:
     a_path, b_path = args.ratio
-    try:
-        a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read results: {exc}") from None
-    psnr_db = report.image_psnr_between_runs(Path(a_path).parent, a, Path(b_path).parent, b)
-    text = report.ratio_table(a, b, str(a_path), str(b_path), psnr_db)
+    a, b = read_results(a_path), read_results(b_path)
+    out = prepare_out(args.out)
+    psnr_db = report.image_psnr_between_runs(a_path.parent, a, b_path.parent, b)
+    text = printable(report.ratio_table(a, b, str(a_path), str(b_path), psnr_db))
     print(text)
-    atomic.write_text(args.out / "ratio.md", text)
-    print(f"wrote {args.out / 'ratio.md'}")
+    atomic.write_text(out / "ratio.md", text)
+    print(f"wrote {printable(str(args.out / 'ratio.md'))}")
     return 0
+
+
+# What --ratio reads from each finished row: times to divide (each > 0) and the image to compare.
+RATIO_TIMES = ("step_s_median", "setup_s", "first_step_s", "total_s")
+
+
+def read_results(path: Path) -> dict:
+    """A results.json as compare.py writes it, checked as far as --ratio reads it, or a one-line ``UserError``."""
+    shown = printable(str(path))
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"--ratio: cannot read {shown!r} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--ratio: {shown!r} is not UTF-8 text, so not a results.json") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--ratio: {shown!r} is not JSON ({exc})") from None
+    problem = results_shape_problem(data)
+    if problem:
+        raise UserError(f"--ratio: {shown!r} is not a compare.py results.json: {problem}")
+    return data
+
+
+def results_shape_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected an object, got {type(data).__name__}"
+    if not isinstance(data.get("backends"), list):
+        return "no 'backends' list"
+    if not isinstance(data.get("machine", {}), dict):
+        return "'machine' is not an object"
+    for i, row in enumerate(data["backends"]):
+        if not (isinstance(row, dict) and isinstance(row.get("backend"), str) and isinstance(row.get("status"), str)):
+            return f"backends[{i}] is not an object with 'backend' and 'status' strings"
+        if row["status"] != "ok":
+            continue
+        bad = [key for key in RATIO_TIMES if not (isinstance(row.get(key), (int, float)) and not isinstance(row[key], bool)
+                                                   and math.isfinite(row[key]) and row[key] > 0)]
+        if not isinstance(row.get("image"), str):
+            bad.append("image")
+        if bad:
+            return f"backends[{i}] ({printable(row['backend'])!r}, ok) lacks a valid {', '.join(bad)}"
+    return None
 
 
 # --device to get_backend's device argument (None: the backend picks a GPU if it has one).
@@ -321,13 +481,15 @@ def diverge(args) -> int:
     """Both backends in this process (the registry imports them in a safe order), step by step."""
     from common import agreement
 
+    # The cheap checks first: why_unavailable imports each framework (seconds).
+    content_img = images.load_image(args.content, "content image")
+    style_img = images.load_image(args.style, "style image")
+    config = config_from_args(args, "cpu", default_epochs=20)
+    out = prepare_out(args.out)
     for name in args.diverge:
         reason = backends.why_unavailable(name)
         if reason:
             raise UserError(reason)
-    content_img = images.load_image(args.content, "content image")
-    style_img = images.load_image(args.style, "style image")
-    config = config_from_args(args, "cpu", default_epochs=20)
     content_x = images.preprocess_array(content_img, config.image_shape)
     style_x = images.preprocess_array(style_img, config.image_shape)
     a, b = (backends.get_backend(name, weights=args.weights, device=DEVICES[args.device], precision=args.precision,
@@ -338,23 +500,26 @@ def diverge(args) -> int:
     rows, first, layers = agreement.diverge(a, b, content_x, style_x, config, config.num_epochs, args.threshold)
     text = agreement.divergence_report(a.name, b.name, rows, first, layers, args.threshold)
     print(text)
-    path = args.out / f"diverge-{a.name}-{b.name}.md"
-    atomic.write_text(path, text)
-    print(f"wrote {path}")
+    name = f"diverge-{a.name}-{b.name}.md"
+    atomic.write_text(out / name, text)
+    print(f"wrote {printable(str(args.out / name))}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.ratio:
-            return ratio(args)
-        if args.diverge:
-            return diverge(args)
-        return compare(args, argv if argv is not None else sys.argv[1:])
+        with stop_signals_as_interrupts():
+            if args.ratio:
+                return ratio(args)
+            if args.diverge:
+                return diverge(args)
+            return compare(args, argv if argv is not None else sys.argv[1:])
     except UserError as exc:
-        print(f"compare.py: error: {exc}", file=sys.stderr)
+        print(f"compare.py: error: {printable(str(exc))}", file=sys.stderr)
         return 2
+    except Stopped as exc:  # in --ratio or --diverge: nothing to keep but what is written whole
+        return interrupt_exit_code(exc)
 
 
 def compare(args, argv: list[str]) -> int:
@@ -370,8 +535,10 @@ def compare(args, argv: list[str]) -> int:
     overrides = {k: v for k, v in (("content", args.content_weight), ("style", args.style_weight),
                                    ("tv", args.tv_weight)) if v is not None}
 
+    out = prepare_out(args.out)
+
     for note in notes:
-        print(f"note: {note}")
+        print(printable(f"note: {note}"))
     why = "a GPU was found" if gpus else "no GPU found" if args.device != "cpu" else "--device cpu"
     description = (
         f"preset {preset} ({why}): {config.image_shape[0]}x{config.image_shape[1]}, {config.num_epochs} epochs, "
@@ -379,11 +546,6 @@ def compare(args, argv: list[str]) -> int:
     )
     print(description)
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    for name, img in (("content.png", content_img), ("style.png", style_img)):
-        with atomic.atomic_path(out / name) as tmp:
-            img.save(tmp, format="PNG")
     config_dict = dataclasses.asdict(config)
     job = {
         "config": config_dict, "weights": args.weights, "precision": args.precision, "seed": args.seed,
@@ -392,34 +554,49 @@ def compare(args, argv: list[str]) -> int:
         "content": str((out / "content.png").resolve()), "style": str((out / "style.png").resolve()),
     }
     summary = {
-        "description": description, "command": "python compare.py " + " ".join(argv), "preset": preset,
+        "description": description, "command": printable("python compare.py " + " ".join(argv)), "preset": preset,
         "config": config_dict, "weights": args.weights, "precision": args.precision,
         "machine": machine_info(gpus), "backends": [],
     }
+    with lock_out(out, args.out):
+        return run_all(args, out, job, summary, content_img, style_img)
+
+
+def run_all(args, out: Path, job: dict, summary: dict, content_img, style_img) -> int:
+    """Each backend in turn, the report rewritten after each; ``out`` is absolute and locked by this run."""
+    remove_previous_run(out)
+    for name, img in (("content.png", content_img), ("style.png", style_img)):
+        with atomic.atomic_path(out / name) as tmp:
+            img.save(tmp, format="PNG")
     jobs_root = out / ".jobs"
     status = 0
-    for name in args.backends:
-        job_dir = jobs_root / name
-        shutil.rmtree(job_dir, ignore_errors=True)
-        try:
-            result = run_backend(name, job, job_dir, args.timeout, args.quiet)
-        except KeyboardInterrupt:
-            summary["backends"].append({"backend": name, "status": "interrupted", "error": "Ctrl-C"})
-            status = 130
-            break
-        finally:
-            _collect(job_dir, out, name)
-        summary["backends"].append(result)
-        # Written after every backend, so nothing already measured is lost.
-        write_report(out, summary, content_img, style_img)
-        if result.get("status") != "ok":
-            print(f"{name}: {result['status']}: {result.get('error', '')}", file=sys.stderr)
+    rows = summary["backends"]
+    name = args.backends[0]
+    try:
+        for name in args.backends:
+            job_dir = jobs_root / name
+            try:
+                result = run_backend(name, job, job_dir, args.timeout, args.quiet)
+            finally:
+                _collect(job_dir, out, name)
+            rows.append(result)
+            # Written after every backend, so nothing already measured is lost.
+            write_report(out, summary, content_img, style_img)
+            if result.get("status") != "ok":
+                print(printable(f"{name}: {result['status']}: {result.get('error', '')}"), file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped): the worker is stopped by now
+        if name not in {r["backend"] for r in rows}:
+            rows.append({"backend": name, "status": "interrupted", "error": getattr(exc, "name", "Ctrl-C")})
+        status = interrupt_exit_code(exc)
+    finally:
+        shutil.rmtree(jobs_root, ignore_errors=True)
     write_report(out, summary, content_img, style_img)
-    shutil.rmtree(jobs_root, ignore_errors=True)
     print()
-    print(report.summary_table(summary["backends"]))
+    print(printable(report.summary_table(rows)))
     print(report.agreement_table(summary["agreement"]))
-    print(f"wrote {out}/: results.json, summary.md, side_by_side.png, losses.png and each backend's image")
+    print(what_was_written(args.out, rows, out))
+    if status == 0 and not any(r.get("status") == "ok" for r in rows):
+        status = 1  # nothing to compare: a script or CI must not take this for success
     return status
 
 

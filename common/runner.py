@@ -185,6 +185,24 @@ class Progress:
         self.bar.close()
 
 
+def stop_with_parent() -> None:
+    """End this worker when its parent (compare.py) ends, even by SIGKILL (Linux; elsewhere nothing).
+
+    compare.py starts each worker in its own process group and stops it on Ctrl-C, SIGTERM and
+    SIGHUP; a signal it cannot catch would otherwise leave the worker running outside any --timeout.
+    """
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
     job_path = Path(argv[0])
@@ -213,4 +231,5 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    stop_with_parent()
     sys.exit(main(sys.argv[1:]))
