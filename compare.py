@@ -591,10 +591,11 @@ def run_all(args, out: Path, job: dict, summary: dict, content_img, style_img) -
     finally:
         shutil.rmtree(jobs_root, ignore_errors=True)
     write_report(out, summary, content_img, style_img)
-    print()
-    print(printable(report.summary_table(rows)))
-    print(report.agreement_table(summary["agreement"]))
-    print(what_was_written(args.out, rows, out))
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the files are written
+        print()
+        print(printable(report.summary_table(rows)))
+        print(report.agreement_table(summary["agreement"]))
+        print(what_was_written(args.out, rows, out))
     if status == 0 and not any(r.get("status") == "ok" for r in rows):
         status = 1  # nothing to compare: a script or CI must not take this for success
     return status

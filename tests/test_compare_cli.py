@@ -20,13 +20,14 @@ from common import report
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "compare.py", *args], cwd=REPO, capture_output=True, text=True,
+def run_cli(*args, cwd: Path, timeout=900):
+    """compare.py as a user runs it: from their own folder (``cwd``, outside the checkout), paths relative to it."""
+    return subprocess.run([sys.executable, str(REPO / "compare.py"), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
 
-def test_help_explains_the_options():
-    out = run_cli("--help")
+def test_help_explains_the_options(tmp_path):
+    out = run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0
     for option in ("--backends", "--content", "--style", "--size", "--epochs", "--lr", "--content-weight",
                    "--style-weight", "--tv-weight", "--weights", "--precision", "--device", "--repeat", "--out",
@@ -46,10 +47,10 @@ def bad_files(tmp_path):
 
 
 BAD_INPUTS = {
-    "missing content": (["--content", "{d}/missing.jpg"], "does not exist"),
-    "not an image": (["--style", "{d}/text.jpg"], "not an image"),
-    "truncated": (["--content", "{d}/truncated.jpg"], "could not be decoded"),
-    "tiny image": (["--style", "{d}/tiny.png"], "poolings need at least"),
+    "missing content": (["--content", "missing.jpg"], "does not exist"),
+    "not an image": (["--style", "text.jpg"], "not an image"),
+    "truncated": (["--content", "truncated.jpg"], "could not be decoded"),
+    "tiny image": (["--style", "tiny.png"], "poolings need at least"),
     "size too small": (["--size", "16x300"], "too small"),
     "size too large": (["--size", "300x90000"], "too large"),
     "size malformed": (["--size", "300by450"], "HEIGHTxWIDTH"),
@@ -69,7 +70,7 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_and_writes_nothing(bad_files, case):
     args, message = BAD_INPUTS[case]
     out_dir = bad_files / "out"
-    result = run_cli(*[a.format(d=bad_files) for a in args], "--out", str(out_dir), timeout=120)
+    result = run_cli(*args, "--out", "out", cwd=bad_files, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("compare.py: error:") and message in lines[0], result.stderr
@@ -80,8 +81,8 @@ def test_bad_input_is_one_line_and_writes_nothing(bad_files, case):
 def test_convertible_image_is_converted_and_said(tmp_path):
     gray = tmp_path / "gray.png"
     Image.new("L", (64, 64), 100).save(gray)
-    result = run_cli("--content", str(gray), "--backends", "torch", "--out", str(tmp_path / "out"), "--quiet",
-                     "--size", "32x32", "--epochs", "1", "--weights", "random")
+    result = run_cli("--content", "gray.png", "--backends", "torch", "--out", "out", "--quiet",
+                     "--size", "32x32", "--epochs", "1", "--weights", "random", cwd=tmp_path)
     assert "converted from mode L" in result.stdout
 
 
@@ -90,7 +91,8 @@ def test_a_small_real_run_writes_the_whole_report(tmp_path):
     if name is None:
         pytest.skip("no backend installed")
     out = tmp_path / "out"
-    result = run_cli("--backends", name, "--size", "32x48", "--epochs", "3", "--weights", "random", "--out", str(out))
+    result = run_cli("--backends", name, "--size", "32x48", "--epochs", "3", "--weights", "random", "--out", "out",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
     (row,) = summary["backends"]
@@ -142,12 +144,13 @@ def fake_runs(tmp_path, monkeypatch):
     worker.write_text(FAKE_WORKER)
     monkeypatch.setattr(compare, "RUNNER", [sys.executable, str(worker)])
     monkeypatch.setattr(backends, "why_unavailable", lambda name: None)
+    monkeypatch.chdir(tmp_path)  # a user's folder, not the checkout
 
     def run(behaviours: dict, *extra):
         monkeypatch.setenv("FAKE_BEHAVIOUR", json.dumps(behaviours))
         out = tmp_path / "out"
         code = compare.main(["--backends", ",".join(behaviours), "--size", "32x48", "--epochs", "3", "--quiet",
-                             "--out", str(out), *extra])
+                             "--out", "out", *extra])
         return code, json.loads((out / "results.json").read_text()), out
 
     return run
