@@ -211,7 +211,7 @@ def run_backend(name: str, job: dict, job_dir: Path, timeout: float, quiet: bool
     job_path = job_dir / "job.json"
     atomic.write_text(job_path, json.dumps({**job, "backend": name, "out_dir": str(job_dir)}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+               TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), COMPARE_PID=str(os.getpid()))
     # Its own process group, so stopping it stops whatever it started too (see _stop).
     process = subprocess.Popen([*RUNNER, str(job_path)], cwd=REPO, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -31,15 +31,17 @@ WORKER_PREFIX = """
 import json, os, sys, time
 from pathlib import Path
 _job = json.loads(Path(sys.argv[1]).read_text())
-if os.environ.get("FAKE_PIDS"):
-    with open(os.environ["FAKE_PIDS"], "a") as f:
-        f.write(f"{_job['backend']} {os.getpid()}\\n")
-if json.loads(os.environ["FAKE_BEHAVIOUR"])[_job["backend"]] == "slow":
+_slow = json.loads(os.environ["FAKE_BEHAVIOUR"])[_job["backend"]] == "slow"
+if _slow:
     try:
         from common.runner import stop_with_parent
     except ImportError:  # an older runner: only the SIGKILL test needs it
         stop_with_parent = lambda: None
     stop_with_parent()
+if os.environ.get("FAKE_PIDS"):
+    with open(os.environ["FAKE_PIDS"], "a") as f:
+        f.write(f"{_job['backend']} {os.getpid()}\\n")
+if _slow:
     time.sleep(60)
 """
 
@@ -265,11 +267,19 @@ def test_sigterm_and_sighup_stop_the_worker_and_keep_what_finished(elsewhere, cl
 def test_a_worker_stops_when_its_parent_is_killed_outright(elsewhere, cleanup_pids):
     parent = start_driver(elsewhere, {"jax": "slow"}, "--out", "out")
     wait_for(lambda: "jax" in worker_pids(elsewhere))
-    time.sleep(0.5)  # past stop_with_parent
     parent.kill()
     parent.communicate(timeout=30)
     worker = worker_pids(elsewhere)["jax"]
     wait_for(lambda: not alive(worker), 10)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_whose_parent_died_during_its_start_up_stops_at_once(tmp_path):
+    """The parent's pid comes in the environment: a kill before the worker reached prctl is not missed."""
+    result = subprocess.run([sys.executable, "-c", "from common.runner import stop_with_parent\n"
+                             "stop_with_parent()\nprint('still running')"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO), COMPARE_PID="1"))
+    assert result.returncode == -signal.SIGTERM and "still running" not in result.stdout, result.stderr
 
 
 # --- two runs, one folder ---------------------------------------------------------------------
