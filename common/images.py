@@ -16,7 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from common.config import MIN_SIDE, check_image_shape
-from common.errors import UserError
+from common.errors import DivergedError, UserError
 from common.weights import RGB_MEAN, RGB_STD
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -145,6 +145,8 @@ def preprocess_array(img: Image.Image | np.ndarray, image_shape: tuple[int, int]
 def postprocess_array(X: np.ndarray) -> Image.Image:
     """d2l's ``postprocess``: undo the normalization, clip to [0, 1], to an RGB PIL image."""
     X = np.asarray(X, dtype=np.float32)
+    if not np.isfinite(X).all():  # NaN would become black pixels, silently
+        raise DivergedError(None, "the image")
     if X.ndim == 4:
         X = X[0]
     rgb = np.clip(X.transpose(1, 2, 0) * RGB_STD + RGB_MEAN, 0.0, 1.0)
