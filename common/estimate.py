@@ -21,13 +21,14 @@ from common.errors import UserError
 from common.vgg import feature_plan
 
 GiB = 2**30
-# Peak host memory = BASE + FACTOR x activation_bytes, fitted to single-step runs with random weights
-# (/usr/bin/time-free: ru_maxrss of the process) on the 2-core CPU, float32:
-#   150x225: torch 1472, TensorFlow 1778 (docs/compare-cpu), JAX 804 MiB; activations 77 MiB
-#   600x900: see tests/test_estimate.py for the figures the factor was fitted to; activations 1252 MiB
-# BASE is the largest framework's start-up (TensorFlow with VGG19 loaded) and FACTOR the largest ratio seen.
+# Peak host memory = BASE + FACTOR x activation_bytes. Measured peaks (ru_maxrss, float32, one step, 2-core CPU):
+#   torch: 1472 MiB at 150x225 (activations 77 MiB), 1485 at 300x450 (312), 2748 at 600x900 (1252): slope 1.1
+#   JAX: 804 MiB at 150x225 (docs/compare-cpu), 1139 at 300x450: slope 1.4
+#   TensorFlow: 1778 MiB at 150x225 (docs/compare-cpu), the largest start-up
+# BASE is TensorFlow's start-up and FACTOR rounds the largest slope up, so the estimate errs high
+# (by at most 2.2x at the sizes measured; tests/test_estimate.py holds these figures).
 BASE_BYTES = 1.8 * GiB
-ACTIVATION_FACTOR = 3.0
+ACTIVATION_FACTOR = 2.0
 # Throughput of a float32 step per CPU core: 49.9 GFLOP a step at 150x225 took 263-315 ms on 2 cores
 # (README's default run), about 80 GFLOP/s per core; the slowest backend's figure is used.
 CPU_FLOPS_PER_CORE = 80e9
@@ -139,13 +140,16 @@ def check_before_run(config: StyleTransferConfig, precision: str, on_gpu: bool, 
             f"size {size} needs an estimated {guess.peak_bytes / GiB:.1f} GiB per backend (VGG19's activations "
             f"for the backward pass), more than the {available / GiB:.1f} GiB available; choose a smaller --size"
         )
+    said = []
     if not on_gpu and precision == "bf16" and not has_bf16_instructions(flags):
-        print(f"warning: --precision bf16 on a CPU without bf16 instructions ({' or '.join(BF16_FLAGS)}): about "
-              f"{BF16_WITHOUT_INSTRUCTIONS_SLOWDOWN:.0f}x slower than float32 (measured 16.5 s against 0.3 s a step "
-              "at 150x225 on an AVX2 CPU)", file=out)
+        said.append(f"--precision bf16 on a CPU without bf16 instructions ({' or '.join(BF16_FLAGS)}) is about "
+                    f"{BF16_WITHOUT_INSTRUCTIONS_SLOWDOWN:.0f}x slower than float32 (measured 16.5 s against 0.3 s "
+                    "a step at 150x225 on an AVX2 CPU)")
     total = guess.total_s(config.num_epochs)
     if total is not None and total > LONG_RUN_S:
-        print(f"warning: estimated {_duration(guess.step_s)} a step, about {_duration(total)} per backend for "
-              f"{config.num_epochs} epochs at {size} on {os.cpu_count()} CPU core(s); a smaller --size or fewer "
-              "--epochs is faster", file=out)
+        said.append(f"estimated {_duration(guess.step_s)} a step, about {_duration(total)} per backend for "
+                    f"{config.num_epochs} epochs at {size} on {os.cpu_count()} CPU core(s); a smaller --size or "
+                    "fewer --epochs is faster")
+    if said:
+        print("warning: " + "; ".join(said), file=out)
     return guess
