@@ -21,9 +21,10 @@ from common.errors import UserError
 from common.vgg import feature_plan
 
 GiB = 2**30
-# Peak host memory = BASE + FACTOR x activation_bytes. Measured peaks (ru_maxrss, float32, one step, 2-core CPU):
+# Peak host memory = BASE + FACTOR x activation_bytes. Measured peaks (ru_maxrss, float32, one step, 2-core CPU;
+# python benchmarks/peak_memory.py NAME HxW):
 #   torch: 1472 MiB at 150x225 (activations 77 MiB), 1485 at 300x450 (312), 2748 at 600x900 (1252): slope 1.1
-#   JAX: 804 MiB at 150x225 (docs/compare-cpu), 1139 at 300x450: slope 1.4
+#   JAX: 804 MiB at 150x225 (docs/compare-cpu), 1139 at 300x450, 2307 at 600x900: slope 1.2-1.4
 #   TensorFlow: 1778 MiB at 150x225 (docs/compare-cpu), the largest start-up
 # BASE is TensorFlow's start-up and FACTOR rounds the largest slope up, so the estimate errs high
 # (by at most 2.2x at the sizes measured; tests/test_estimate.py holds these figures).
