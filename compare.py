@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 RUNNER = [sys.executable, "-m", "common.runner"]
 
 import backends  # noqa: E402  (imports no framework)
-from common import atomic, images, report  # noqa: E402
+from common import atomic, estimate, failures, images, report, strict_json  # noqa: E402
 from common.config import PRESETS, check_image_shape  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
@@ -231,14 +231,8 @@ def run_backend(name: str, job: dict, job_dir: Path, timeout: float, quiet: bool
     result_path = job_dir / "result.json"
     if result_path.exists():
         return json.loads(result_path.read_text())
-    last = tail.decode(errors="replace").replace("\r", "\n").strip().splitlines()
-    detail = last[-1] if last else ""
-    if returncode < 0:
-        signal_number = -returncode
-        status = "out of memory" if signal_number == 9 else "crashed"
-        return {"backend": name, "status": status,
-                "error": f"killed by signal {signal_number}{' (likely the OOM killer)' if signal_number == 9 else ''}"}
-    return {"backend": name, "status": "crashed", "error": f"exit code {returncode}: {detail}"[:300]}
+    failure = failures.from_exit(returncode, tail.decode(errors="replace"))
+    return {"backend": name, "status": failure.status, "error": failure.error}
 
 
 # C++ log lines that frameworks print at import whatever TF_CPP_MIN_LOG_LEVEL says (TensorFlow
@@ -388,7 +382,7 @@ def what_was_written(shown: Path, results: list[dict], out: Path) -> str:
 def write_report(out: Path, summary: dict, content_img, style_img) -> None:
     results = summary["backends"]
     summary["agreement"] = report.image_agreement(out, results)
-    atomic.write_text(out / "results.json", json.dumps(summary, indent=1))
+    atomic.write_text(out / "results.json", strict_json.dumps(summary, indent=1))
     text = (
         f"# Style transfer comparison\n\n{summary['description']}\n\n"
         + report.summary_table(results)
@@ -532,6 +526,7 @@ def compare(args, argv: list[str]) -> int:
         raise UserError("--device gpu: no NVIDIA GPU found (nvidia-smi lists none)")
     preset = args.preset if args.preset != "auto" else ("d2l" if gpus else "cpu")
     config = config_from_args(args, preset)
+    estimate.check_before_run(config, args.precision, on_gpu=bool(gpus))  # refuses what cannot fit, warns if slow
     overrides = {k: v for k, v in (("content", args.content_weight), ("style", args.style_weight),
                                    ("tv", args.tv_weight)) if v is not None}
 

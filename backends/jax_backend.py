@@ -32,11 +32,11 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from common import keras_weights
+from common import devices, keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase
 from common.config import LossWeights
-from common.errors import UserError, WeightsUnavailable
+from common.errors import WeightsUnavailable
 from common.interface import LossParts
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
@@ -361,20 +361,18 @@ class JaxBackend(BackendBase):
         return load_native_weights()
 
 
-def pick_device(requested: str | None) -> jax.Device:
-    """None: JAX's default device (a GPU when there is one); else "cpu", "gpu", "cuda:1", ..."""
+def pick_device(requested: str | devices.Device | None) -> jax.Device:
+    """A parsed device (None: JAX's default, a GPU when there is one) as a JAX device."""
+    requested = devices.parse(requested)
     if requested is None:
         return jax.devices()[0]
-    platform, _, index = requested.strip().lower().lstrip("/").removeprefix("device:").partition(":")
-    platform = {"cuda": "gpu", "rocm": "gpu"}.get(platform, platform)
     try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        raise UserError(f"JAX has no {platform!r} device here (it sees {', '.join(map(str, jax.devices()))})") from None
-    try:
-        return devices[int(index or 0)]
-    except (ValueError, IndexError):
-        raise UserError(f"no JAX device {requested!r}; there are {len(devices)} {platform} device(s)") from None
+        found = jax.devices(requested.kind)
+    except RuntimeError:  # no backend of that kind is installed or initialises
+        found = []
+    if requested.index >= len(found):
+        raise devices.missing(requested, "JAX", len(found))
+    return found[requested.index]
 
 
 def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:

@@ -9,7 +9,6 @@ synthesized image is the only ``tf.Variable`` trained; Keras' Adam with an
 from __future__ import annotations
 
 import os
-import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import keras_weights  # noqa: E402
+from common import devices, keras_weights  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
 from common.backend import BackendBase  # noqa: E402
-from common.errors import BackendUnavailable, UserError, WeightsUnavailable  # noqa: E402
+from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, keras_name  # noqa: E402
 
@@ -227,19 +226,15 @@ def _enable_gpu_memory_growth() -> None:
             pass  # this GPU is initialized already; its setting can no longer change
 
 
-def _device_name(requested: str | None) -> str:
-    """None, "cpu", "gpu", "cuda:1", "/GPU:1"... -> TensorFlow's "/CPU:0" or "/GPU:i"."""
+def _device_name(requested: str | devices.Device | None) -> str:
+    """A parsed device (None: a GPU if there is one) as TensorFlow's "/CPU:0" or "/GPU:i"."""
+    requested = devices.parse(requested)
     gpus = tf.config.list_physical_devices("GPU")
     if requested is None:
         return "/GPU:0" if gpus else "/CPU:0"
-    match = re.fullmatch(r"/?(?:device:)?(cpu|gpu|cuda)(?::(\d+))?", requested.strip(), re.IGNORECASE)
-    if match is None:
-        raise UserError(f"unknown device {requested!r}; expected 'cpu', 'gpu', 'gpu:N' or '/GPU:N'")
-    kind = "CPU" if match[1].lower() == "cpu" else "GPU"
-    index = int(match[2] or 0)
-    if kind == "GPU" and index >= len(gpus):
-        raise UserError(f"device {requested!r}: TensorFlow sees {len(gpus)} GPU(s) here")
-    return f"/{kind}:{index}"
+    if requested.kind == "gpu" and requested.index >= len(gpus):
+        raise devices.missing(requested, "TensorFlow", len(gpus))
+    return f"/{requested.kind.upper()}:{requested.index}"
 
 
 def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> keras.optimizers.schedules.LearningRateSchedule:

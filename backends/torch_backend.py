@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from common import weights as weight_sets
+from common import devices, weights as weight_sets
 from common.backend import BackendBase
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
@@ -56,8 +56,7 @@ class TorchBackend(BackendBase):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        requested = {"gpu": "cuda"}.get(self.requested_device, self.requested_device)
-        self.device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _torch_device(self.requested_device)
         # Strict float32 unless asked: PyTorch uses TF32 for cuDNN convolutions by default.
         tf32 = self.precision == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -187,6 +186,18 @@ class TorchBackend(BackendBase):
     def load_native_weights(self) -> weight_sets.WeightSet:
         """torchvision's VGG19_Weights.IMAGENET1K_V1 from torch hub's cache."""
         return load_native_weights()
+
+
+def _torch_device(requested: str | devices.Device | None) -> torch.device:
+    """A parsed device (None: a GPU if there is one) as PyTorch's device, or a one-line error."""
+    requested = devices.parse(requested)
+    if requested is None:
+        requested = devices.Device("gpu" if torch.cuda.is_available() else "cpu")
+    if requested.kind == "cpu":
+        return torch.device("cpu")
+    if requested.index >= torch.cuda.device_count():
+        raise devices.missing(requested, "PyTorch", torch.cuda.device_count())
+    return torch.device("cuda", requested.index)
 
 
 def native_cache_path() -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import backends  # noqa: E402
-from common import agreement, atomic, reference  # noqa: E402
+from common import agreement, atomic, reference, strict_json  # noqa: E402
 from common.images import postprocess_array  # noqa: E402
 from common.report import psnr  # noqa: E402
 from common.config import D2L  # noqa: E402
@@ -107,7 +106,7 @@ def main() -> int:
     table = measure(names)
     print(markdown(table))
     if args.json:
-        atomic.write_text(args.json, json.dumps(table, indent=1))
+        atomic.write_text(args.json, strict_json.dumps(table, indent=1))
     return 0
 
 

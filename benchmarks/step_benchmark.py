@@ -32,33 +32,15 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from common import atomic  # noqa: E402
+from common import atomic, strict_json  # noqa: E402
 from common.config import D2L  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
-from common.vgg import feature_plan  # noqa: E402
+from common.estimate import step_flops  # noqa: E402  (FLOPs from the layer shapes)
 from backends import NAMES  # noqa: E402  (the registry imports no framework)
 from compare import backend_list, image_size  # noqa: E402
 
 SIZES = ((150, 225), (300, 450), (600, 900))
 CHOICES = ("naive", *NAMES)  # "naive": the baseline
-
-
-def step_flops(image_shape, config=D2L) -> float:
-    """Forward through the deepest tap, plus the backward pass with respect to the image."""
-    plan = feature_plan(config.content_layers, config.style_layers, config.taps)
-    height, width = image_shape
-    forward = 0.0
-    channels = 3
-    for layer in plan.layers:
-        if layer.kind == "conv":
-            forward += 2.0 * height * width * layer.in_channels * layer.out_channels * 9
-            channels = layer.out_channels
-        elif layer.kind == "pool":
-            height, width = height // 2, width // 2
-        if layer.name in plan.style:
-            forward += 2.0 * channels * channels * height * width  # the Gram matrix
-    # Backward to the image only: one input-gradient op per forward op, same size.
-    return 2.0 * forward
 
 
 def time_blocks(run, sync, warmup: int, steps: int, blocks: int) -> list[float]:
@@ -266,7 +248,7 @@ def main() -> int:
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--sizes: {exc}")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.precision, sizes)))
+        print(strict_json.dumps(worker(args.worker, args.precision, sizes)))
         return 0
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     runs: dict[str, list[dict]] = {name: [] for name in args.backends}
@@ -284,7 +266,7 @@ def main() -> int:
     table = markdown(results)
     print(table)
     if args.out:
-        atomic.write_text(args.out, json.dumps(results, indent=1))
+        atomic.write_text(args.out, strict_json.dumps(results, indent=1))
         atomic.write_text(args.out.with_suffix(".md"), table)
     return 0
 

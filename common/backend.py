@@ -8,14 +8,15 @@ tensors through ``+``, ``*`` and the subclass's own methods.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
-from common import images, weights as weight_sets
+from common import devices, images, weights as weight_sets
 from common.config import LossWeights, StyleTransferConfig
-from common.errors import UserError
+from common.errors import DivergedError, UserError
 from common.interface import PRECISIONS, Callback, LossParts, StepReport
 from common.vgg import TAP_READINGS, FeaturePlan, feature_plan
 
@@ -40,7 +41,7 @@ class BackendBase:
         self.taps = taps
         self.weights = weight_sets.resolve(weights, native=self.load_native_weights)
         self.loss_weights = (loss_weights or self.weights.loss_weights).validate()
-        self.requested_device = device
+        self.requested_device = devices.parse(device)  # None: the framework's default
 
     def __repr__(self) -> str:
         return f"<{self.name} backend on {self.device}, {self.precision}, weights={self.weights.name}, taps={self.taps}>"
@@ -137,6 +138,7 @@ class BackendBase:
         Loss values stay on the device between reports, so the loop waits for
         the device only every ``report_every`` steps.
         """
+        config.validate()
         if not (isinstance(report_every, int) and report_every >= 1):
             raise UserError(f"report_every must be a positive integer, got {report_every!r}")
         state = self.init_state(X, contents_Y, styles_Y, config)
@@ -146,10 +148,18 @@ class BackendBase:
             num_steps = min(report_every, config.num_epochs - epoch)  # the steps until the next report
             state, losses = self.train_steps(state, num_steps)
             history.extend(self.losses_to_floats(losses))
+            check_finite(history, epoch)
             epoch += num_steps
             if callback is not None:
                 callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history))
         return self.current_image(state), history
+
+
+def check_finite(history: Sequence[LossParts], checked: int) -> None:
+    """Raise ``DivergedError`` at the first step after ``checked`` whose losses are NaN or infinite."""
+    for step, parts in enumerate(history[checked:], start=checked + 1):
+        if not all(map(math.isfinite, parts)):
+            raise DivergedError(step, "the loss (" + ", ".join(f"{k} {v:g}" for k, v in parts._asdict().items()) + ")")
 
 
 @lru_cache(maxsize=32)

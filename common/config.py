@@ -65,7 +65,7 @@ class StyleTransferConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "StyleTransferConfig":
-        from common.vgg import TAP_READINGS
+        from common.vgg import TAP_READINGS, feature_plan
 
         check_image_shape(self.image_shape)
         _check_positive("lr", self.lr)
@@ -79,6 +79,12 @@ class StyleTransferConfig:
             self.loss_weights.validate()
         if self.taps not in TAP_READINGS:
             raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {self.taps!r}")
+        if not (self.content_layers or self.style_layers):
+            raise UserError("content_layers and style_layers are both empty; at least one layer is needed")
+        try:
+            feature_plan(self.content_layers, self.style_layers, self.taps)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"content_layers {self.content_layers!r}, style_layers {self.style_layers!r}: {exc}") from None
         return self
 
     def lr_at(self, epoch: int) -> float:

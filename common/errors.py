@@ -11,3 +11,12 @@ class WeightsUnavailable(UserError):
 
 class BackendUnavailable(UserError):
     """A backend whose framework is not installed or does not import."""
+
+
+class DivergedError(UserError):
+    """Training produced a loss or an image that is not finite (NaN or infinity), usually an lr too large."""
+
+    def __init__(self, step: int | None, what: str):
+        self.step = step
+        where = f"at step {step}" if step is not None else "after the last step"
+        super().__init__(f"diverged {where}: {what} is not finite; try a smaller lr")

@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from common.config import MIN_SIDE, check_image_shape
-from common.errors import UserError
+from common.errors import DivergedError, UserError
 from common.weights import RGB_MEAN, RGB_STD
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -32,20 +32,27 @@ MAX_PIXELS = 64_000_000
 def load_image(path: str | os.PathLike, role: str = "image", notes: list[str] | None = None) -> Image.Image:
     """Open an image file as an RGB PIL image, or raise a one-line ``UserError``.
 
-    Grayscale, palette, RGBA and 16-bit images are converted; what was
-    converted is appended to ``notes`` so the caller can say so.
+    Its size is checked from the header, before anything is decoded. EXIF
+    orientation is applied; grayscale, palette, RGBA and 16-bit images are
+    converted; of an animation or a multi-page file the first frame is used.
+    Each of these is appended to ``notes`` so the caller can say so.
     """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise UserError(f"{role}: expected a file path (str or os.PathLike), got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise UserError(f"{role} file {str(path)!r} does not exist")
     if not path.is_file():
         raise UserError(f"{role} {str(path)!r} is not a file")
+    what = f"{role} {path.name}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only
+                check_size(img, what)
+                said = _header_notes(img, what)
                 img.load()  # decode now: truncated files fail here, not later
-                return to_rgb(img, f"{role} {path.name}", notes)
+                return to_rgb(_upright(img, what, said), what, notes, said)
     except UnidentifiedImageError:
         raise UserError(f"{role} file {str(path)!r} is not an image PIL can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -55,21 +62,52 @@ def load_image(path: str | os.PathLike, role: str = "image", notes: list[str] | 
         raise UserError(f"{role} file {str(path)!r} could not be decoded ({exc})") from None
 
 
-def to_rgb(img: Image.Image | np.ndarray, what: str = "image", notes: list[str] | None = None) -> Image.Image:
-    """Convert a PIL image or an HxWx3 uint8 array to an 8-bit RGB PIL image."""
+def check_size(img: Image.Image, what: str) -> None:
+    """Too small for VGG or too many pixels: a ``UserError`` (for a file, from its header, before decoding)."""
+    if img.width < MIN_SIDE or img.height < MIN_SIDE:
+        raise UserError(f"{what} is {img.width}x{img.height}; VGG19's poolings need at least {MIN_SIDE}x{MIN_SIDE}")
+    if img.width * img.height > MAX_PIXELS:
+        raise UserError(f"{what} is {img.width}x{img.height}, more than {MAX_PIXELS:,} pixels")
+
+
+def _header_notes(img: Image.Image, what: str) -> list[str]:
+    """What the header says PIL will do silently: keep only the first frame, drop 16-bit RGB to 8 bits."""
+    said = []
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        kind = "an animation" if getattr(img, "is_animated", False) and img.format != "TIFF" else "a multi-page file"
+        said.append(f"{what}: {kind} of {frames} frames; the first frame is used")
+    rawmodes = [tile.args if isinstance(tile.args, str) else (tile.args or ("",))[0] for tile in img.tile]
+    if img.mode in ("RGB", "RGBA") and any(";16" in str(raw) for raw in rawmodes):
+        said.append(f"{what}: 16 bits per channel, reduced to 8")
+    return said
+
+
+def _upright(img: Image.Image, what: str, said: list[str]) -> Image.Image:
+    """Apply the EXIF orientation, as a photo viewer does (a phone's portrait photo is stored sideways)."""
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in (None, 1):
+        return img
+    said.append(f"{what}: EXIF orientation {orientation} applied")
+    return ImageOps.exif_transpose(img)
+
+
+def to_rgb(img: Image.Image | np.ndarray, what: str = "image", notes: list[str] | None = None,
+           said: list[str] | None = None) -> Image.Image:
+    """Convert a PIL image or an HxWx3 uint8 array to an 8-bit RGB PIL image.
+
+    ``said``: notes already made about this image (by ``load_image``), passed on to ``notes``.
+    """
     if isinstance(img, np.ndarray):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise UserError(f"{what}: expected an HxWx3 uint8 RGB array, got {img.dtype} of shape {img.shape}")
         img = Image.fromarray(img, "RGB")
     if not isinstance(img, Image.Image):
         raise UserError(f"{what}: expected a PIL image or an HxWx3 uint8 array, got {type(img).__name__}")
-    if img.width < MIN_SIDE or img.height < MIN_SIDE:
-        raise UserError(f"{what} is {img.width}x{img.height}; VGG19's poolings need at least {MIN_SIDE}x{MIN_SIDE}")
-    if img.width * img.height > MAX_PIXELS:
-        raise UserError(f"{what} is {img.width}x{img.height}, more than {MAX_PIXELS:,} pixels")
+    check_size(img, what)
+    said = list(said or [])
     mode = img.mode
-    if mode == "RGB":
-        return img
+    converted = img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit) grayscale: PIL's convert would clip, so rescale to 8 bits.
         array = np.asarray(img, dtype=np.float64)
@@ -82,10 +120,12 @@ def to_rgb(img: Image.Image | np.ndarray, what: str = "image", notes: list[str] 
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         converted = Image.alpha_composite(background, rgba).convert("RGB")
         mode += " with transparency (composited on white)"
-    else:
+    elif mode != "RGB":
         converted = img.convert("RGB")
+    if mode != "RGB":
+        said.append(f"{what}: converted from mode {mode} to 8-bit RGB")
     if notes is not None:
-        notes.append(f"{what}: converted from mode {mode} to 8-bit RGB")
+        notes.extend(said)
     return converted
 
 
@@ -105,6 +145,8 @@ def preprocess_array(img: Image.Image | np.ndarray, image_shape: tuple[int, int]
 def postprocess_array(X: np.ndarray) -> Image.Image:
     """d2l's ``postprocess``: undo the normalization, clip to [0, 1], to an RGB PIL image."""
     X = np.asarray(X, dtype=np.float32)
+    if not np.isfinite(X).all():  # NaN would become black pixels, silently
+        raise DivergedError(None, "the image")
     if X.ndim == 4:
         X = X[0]
     rgb = np.clip(X.transpose(1, 2, 0) * RGB_STD + RGB_MEAN, 0.0, 1.0)

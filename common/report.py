@@ -22,14 +22,24 @@ def rgb_pixels(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
+def finished(results: list[dict]) -> list[dict]:
+    """The runs that finished with finite losses: the only ones whose images are compared or plotted."""
+    return [r for r in results if r.get("status") == "ok"
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in r.get("final_losses", {}).values())]
+
+
 def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
-    """Max absolute pixel difference and PSNR between each pair of finished backends."""
-    finished = [r for r in results if r.get("status") == "ok"]
-    pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished}
+    """Max absolute pixel difference and PSNR between each pair of finished backends.
+
+    Identical images have an infinite PSNR, which JSON cannot hold: ``psnr_db`` is then None and ``identical`` True.
+    """
+    pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished(results)}
     rows = []
     for a, b in itertools.combinations(pixels, 2):
         diff = np.abs(pixels[a].astype(np.int16) - pixels[b].astype(np.int16))
-        rows.append({"pair": [a, b], "max_abs_pixel_diff": int(diff.max()), "psnr_db": psnr(pixels[a], pixels[b])})
+        db = psnr(pixels[a], pixels[b])
+        rows.append({"pair": [a, b], "max_abs_pixel_diff": int(diff.max()),
+                     "psnr_db": db if math.isfinite(db) else None, "identical": not math.isfinite(db)})
     return rows
 
 
@@ -66,7 +76,8 @@ def agreement_table(rows: list[dict]) -> str:
         return "(fewer than two backends finished)\n"
     lines = ["| pair | max abs pixel diff (0-255) | PSNR dB |", "|---|---:|---:|"]
     for row in rows:
-        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {row['psnr_db']:.1f} |")
+        db = "identical" if row.get("psnr_db") is None else f"{row['psnr_db']:.1f}"
+        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {db} |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,11 +150,10 @@ def loss_plot(out_path: Path, results: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finished = [r for r in results if r.get("status") == "ok"]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for k, part in enumerate(("content", "style", "tv", "total")):
         ax = axes[k]
-        for r in finished:
+        for r in finished(results):
             history = np.asarray(r["history"])
             ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r["backend"], lw=1.2)
         ax.set_title(f"{part} loss")

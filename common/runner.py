@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import atomic
+from common import atomic, failures, strict_json
 from common.config import LossWeights, StyleTransferConfig
-from common.errors import UserError
+from common.errors import DivergedError, UserError
 
 VERSION_PACKAGES = {
     "torch": ("torch", "torchvision"),
@@ -210,22 +210,17 @@ def main(argv: list[str]) -> int:
     result_path = Path(job["out_dir"]) / "result.json"
     try:
         result = run(job, started)
+    except DivergedError as exc:
+        result = {"backend": job["backend"], "status": "diverged", "error": str(exc), "diverged_at_step": exc.step}
     except UserError as exc:
         result = {"backend": job["backend"], "status": "error", "error": str(exc)}
-    except MemoryError:
-        result = {"backend": job["backend"], "status": "out of memory", "error": "MemoryError"}
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # report any crash as a row, with the traceback kept beside it
-        text = traceback.format_exc()
-        atomic.write_text(Path(job["out_dir"]) / "traceback.txt", text)
-        oom = "out of memory" in str(exc).lower() or "resource_exhausted" in str(exc).lower()
-        result = {
-            "backend": job["backend"],
-            "status": "out of memory" if oom else "crashed",
-            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip(),
-        }
-    atomic.write_text(result_path, json.dumps(result, indent=1))
+        atomic.write_text(Path(job["out_dir"]) / "traceback.txt", traceback.format_exc())
+        failure = failures.from_exception(exc)
+        result = {"backend": job["backend"], "status": failure.status, "error": failure.error}
+    atomic.write_text(result_path, strict_json.dumps(result, indent=1))
     return 0
 
 

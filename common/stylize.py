@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from common.config import StyleTransferConfig
+from common.errors import UserError
 from common.interface import Backend, Callback
 
 
@@ -17,7 +18,14 @@ def targets(backend: Backend, content_img, style_img, config: StyleTransferConfi
 
 def stylize(backend: Backend, content_img, style_img, config: StyleTransferConfig, callback: Callback | None = None,
             report_every: int = 1):
-    """Returns the stylized PIL image and the per-step loss history."""
+    """Returns the stylized PIL image and the per-step loss history.
+
+    Raises ``UserError`` for a bad config (the same checks as the command line) and
+    ``DivergedError`` (a ``UserError``) when the losses stop being finite.
+    """
+    if not isinstance(config, StyleTransferConfig):
+        raise UserError(f"config must be a StyleTransferConfig, got {type(config).__name__}")
+    config.validate()
     content_X, contents_Y, styles_Y = targets(backend, content_img, style_img, config)
     # The synthesized image starts as the content image, as in d2l.
     X, history = backend.train(content_X, contents_Y, styles_Y, config, callback, report_every)

@@ -33,6 +33,7 @@ def test_lr_schedule_is_steplr():
         {"lr_decay_epoch": 0}, {"lr_decay": 0}, {"lr_decay": 1.5}, {"lr_decay": math.nan},
         {"adam_eps": 0}, {"image_shape": (8, 8)}, {"image_shape": (100000, 100)}, {"taps": "post-relu"},
         {"loss_weights": LossWeights(style=-1)}, {"loss_weights": LossWeights(content=math.nan)},
+        {"style_layers": (99,)}, {"content_layers": ("conv9_9",)}, {"content_layers": (), "style_layers": ()},
     ],
     ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
 )

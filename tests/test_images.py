@@ -140,3 +140,81 @@ def test_default_images_exist_and_load():
     for path in (images.DEFAULT_CONTENT, images.DEFAULT_STYLE):
         img = images.load_image(path)
         assert img.mode == "RGB" and min(img.size) >= 256
+
+
+# --- issue 18: what PIL does silently is said; sizes are checked before decoding; bad path types ---
+
+
+def png_bytes(width: int, height: int, bit_depth: int, color_type: int, rows: bytes | None) -> bytes:
+    """A PNG written by hand: PIL cannot write 16-bit RGB, and a header alone makes a huge image cheaply."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    body = chunk(b"IDAT", zlib.compress(rows)) if rows is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body + chunk(b"IEND", b"")
+
+
+def test_exif_orientation_is_applied_and_said(tmp_path):
+    # A phone's portrait photo: stored 60 wide and 40 high, Orientation=6 (rotate 90 degrees clockwise to view).
+    stored = Image.new("RGB", (60, 40), (200, 30, 30))
+    stored.paste((30, 30, 200), (0, 0, 30, 40))  # left half blue: after the rotation, the top half
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif, quality=95)
+    notes: list[str] = []
+    img = images.load_image(path, "content image", notes)
+    assert img.size == (40, 60)
+    pixels = np.asarray(img).astype(int)
+    assert pixels[5, 20, 2] > 150 and pixels[-5, 20, 0] > 150  # blue on top, red below
+    assert notes == ["content image phone.jpg: EXIF orientation 6 applied"]
+
+
+def test_sixteen_bit_rgb_is_reduced_to_8_bits_and_said(tmp_path):
+    width, height = 40, 36
+    row = b"\x00" + np.full((width, 3), 40000, ">u2").tobytes()
+    path = tmp_path / "deep.png"
+    path.write_bytes(png_bytes(width, height, 16, 2, row * height))
+    notes: list[str] = []
+    img = images.load_image(path, "style image", notes)
+    assert img.mode == "RGB" and np.asarray(img)[0, 0, 0] == 40000 >> 8
+    assert notes == ["style image deep.png: 16 bits per channel, reduced to 8"]
+
+
+@pytest.mark.parametrize("kind", ["gif", "tiff"])
+def test_only_the_first_frame_of_an_animation_or_multipage_file_is_used_and_said(tmp_path, kind):
+    frames = [Image.new("RGB", (40, 48), colour) for colour in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    path = tmp_path / f"frames.{kind}"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    notes: list[str] = []
+    img = images.load_image(path, "style image", notes)
+    assert np.asarray(img)[0, 0].argmax() == 0  # red: the first frame
+    assert any("of 3 frames; the first frame is used" in note for note in notes), notes
+
+
+def test_too_many_pixels_is_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    # 8000x9000 = 72 megapixels: under PIL's own bomb limit (89 MP), over ours (64 MP). Only the header
+    # exists, and decoding is made to fail loudly, so the size must be checked before any decoding.
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_bytes(8000, 9000, 8, 2, rows=None))
+
+    def no_decoding(self):
+        raise AssertionError("decoded before the size was checked")
+
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(UserError, match="8000x9000, more than 64,000,000 pixels") as exc:
+        images.load_image(path, "content image")
+    one_line(exc)
+
+
+@pytest.mark.parametrize("path", [None, b"assets/chelsea.png", 3, 2.5], ids=repr)
+def test_a_path_that_is_not_a_path_is_a_user_error(path):
+    with pytest.raises(UserError, match="expected a file path") as exc:
+        images.load_image(path, "content image")
+    one_line(exc)
