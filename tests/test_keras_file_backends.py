@@ -157,15 +157,19 @@ def test_cache_folder_is_read_at_call_time(tmp_path, monkeypatch):
     assert keras_weights.cache_dir() == tmp_path / ".keras" / "models"
 
 
-def test_importing_keras_weights_imports_no_framework():
-    """Checked in a fresh process: no framework, and h5py only when a file is read or written."""
+@pytest.mark.parametrize("module", ["common.keras_weights", "common.fetch_weights"])
+def test_importing_keras_weights_imports_no_framework(module):
+    """Checked in a fresh process: no framework, and h5py only when a file is read or written.
+
+    common.fetch_weights runs in the install step, right after pip: it must not pay for a framework.
+    """
     code = (
-        "import sys, json; import common.keras_weights; "
+        f"import sys, json; import {module}; "
         "print(json.dumps(sorted(m for m in ('torch', 'torchvision', 'tensorflow', 'keras', 'jax', 'flax', "
         "'optax', 'h5py') if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [], f"importing common.keras_weights imported {out.stdout}"
+    assert json.loads(out.stdout) == [], f"importing {module} imported {out.stdout}"
 
 
 def test_jax_native_weights_never_import_tensorflow(keras_home):
