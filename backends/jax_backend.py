@@ -36,7 +36,6 @@ from common import devices, keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase
 from common.config import LossWeights
-from common.errors import WeightsUnavailable
 from common.interface import LossParts
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
@@ -380,8 +379,6 @@ def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSe
 
     JAX has no official model zoo of its own: this never downloads and never imports TensorFlow.
     """
-    path = keras_weights.cache_path()
-    if not path.exists():
-        raise WeightsUnavailable(keras_weights.missing_message("JAX has no model zoo and nothing is downloaded"))
-    keras_weights.verify(path, expected_md5)
-    return keras_weights.weight_set(keras_weights.read_h5(path), f"Keras {keras_weights.FILE_NAME}")
+    return keras_weights.load(
+        "native", why_missing=f"JAX has no model zoo; {keras_weights.NOT_FETCHED}", expected_md5=expected_md5
+    )

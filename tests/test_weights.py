@@ -113,3 +113,60 @@ def test_caffe_convention_maps_normalized_rgb_to_bgr_minus_mean():
     caffe = np.array([X[c.order[k]] * c.scale[k] + c.shift[k] for k in range(3)])
     expected = rgb01[::-1] * 255 - weights.CAFFE_MEAN_BGR
     assert np.allclose(caffe, expected, atol=1e-4)
+
+
+# --- keras: Keras' full-precision file, for every backend -------------------------------
+
+
+@pytest.fixture
+def seeded_keras_cache(tmp_path, monkeypatch):
+    """Keras' cache in tmp_path holding an h5 of seeded random arrays, and MD5 set to its md5."""
+    pytest.importorskip("h5py", reason="the keras weight set is read with h5py")
+    from common import keras_weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    params = weights.random_weights(seed=11).params
+    keras_weights.write_h5(params, keras_weights.cache_path())
+    monkeypatch.setattr(keras_weights, "MD5", keras_weights.md5_of(keras_weights.cache_path()))
+    return params
+
+
+def test_keras_weights_resolve_from_keras_cache(seeded_keras_cache):
+    ws = weights.resolve("keras")
+    assert ws.name == "keras" and ws.convention is weights.CAFFE_BGR and ws.loss_weights == weights.CAFFE_LOSS_WEIGHTS
+    for key, value in seeded_keras_cache.items():
+        np.testing.assert_array_equal(ws.params[key], value, err_msg=key)
+
+
+def test_keras_weights_with_a_changed_file_are_refused(seeded_keras_cache):
+    from common import keras_weights
+
+    path = keras_weights.cache_path()
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="refusing to load"):
+        weights.resolve("keras")
+
+
+def test_keras_weights_missing_say_how_to_fetch(tmp_path, monkeypatch):
+    from common import keras_weights
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailable) as excinfo:
+        weights.resolve("keras")
+    message = str(excinfo.value)
+    assert "\n" not in message and keras_weights.FILE_NAME in message
+    assert "python -m common.fetch_weights" in message and "--weights bundled" in message
+
+
+@pytest.mark.parametrize("name", ["torch", "tensorflow", "jax"])
+def test_every_backend_runs_the_keras_weights(name, seeded_keras_cache):
+    """torch too: the same arrays, in torchvision's keys, with Caffe's input convention."""
+    from helpers import make_backend, require
+
+    require(name)
+    backend = make_backend(name, weights="keras")
+    assert backend.weights.name == "keras" and backend.weights.convention is weights.CAFFE_BGR
+    for key, value in seeded_keras_cache.items():
+        np.testing.assert_array_equal(backend.weights.params[key], value, err_msg=key)
