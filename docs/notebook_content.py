@@ -221,7 +221,9 @@ plt.show()
 
 fig, ax = plt.subplots(figsize=(7, 3.8))
 for part in ("content", "style", "tv", "total"):
-    ax.plot(range(1, len(history) + 1), [getattr(losses, part) for losses in history], label=part)
+    values = np.array([getattr(losses, part) for losses in history])
+    # A log scale cannot show 0: the content loss at epoch 1, where the image is the content image.
+    ax.plot(range(1, len(history) + 1), np.where(values > 0, values, np.nan), label=part)
 ax.set_yscale("log")
 ax.set_xlabel("epoch")
 ax.set_ylabel("weighted loss")
