@@ -1,4 +1,4 @@
-"""What the notebooks add to the chapter: their introduction, the set-up cell, the cells that run each step, the results.
+"""What the notebooks add to the chapter: the introduction, the set-up, the cells that run each step, the results.
 
 Each notebook is the chapter's steps (docs/chapter_content.py: the same text, and the same listings, for one
 framework) with a runnable cell after each part that lists code. docs/build_notebooks.py puts them together
@@ -205,9 +205,10 @@ print(f"{config.num_epochs} epochs in {time.perf_counter() - started:.1f} s")
 
 RESULTS = Section("results", "Results", (Part(None, """
 The stylized image beside the two images it was made from, and each weighted part of the loss per
-epoch (log scale). The image starts as the content image, so the content loss starts at zero and
-rises while the style loss falls. The chapter's results section compares the three frameworks' runs
-of the same pair: their speed, their memory, and how far their images drift apart.
+epoch (log scale). The image starts as the content image, so the content loss starts at zero, rises
+over the first epochs while the style loss falls, then both settle. The chapter's results section
+compares the three frameworks' runs of the same pair: their speed, their memory, and how far their
+images drift apart.
 """),))
 
 RESULTS_CELLS = ("""

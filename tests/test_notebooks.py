@@ -44,7 +44,7 @@ def test_committed_notebooks_are_what_the_source_builds(built):
     assert sorted(built) == sorted(NOTEBOOKS.values())
     for path, text in built.items():
         committed = (REPO / path).read_text(encoding="utf-8") if (REPO / path).is_file() else None
-        assert committed == text, f"{path} is stale: run `make notebooks` (python docs/build_notebooks.py) and commit it"
+        assert committed == text, f"{path} is stale: run `make notebooks` (docs/build_notebooks.py) and commit it"
 
 
 @pytest.mark.parametrize("tab", list(NOTEBOOKS))
