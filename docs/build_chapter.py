@@ -344,14 +344,24 @@ def _(block: Code, sources: Sources) -> str:
     return "\n".join(md_listing(sources.listing(None, spec)) for spec in block.specs)
 
 
+def notebook_href(tab: str) -> str | None:
+    """The framework's notebook, relative to docs/ (the NumPy tab has none)."""
+    return f"../{content.NOTEBOOKS[tab]}" if tab in content.NOTEBOOKS else None
+
+
+def md_notebook_link(tab: str) -> str:
+    href = notebook_href(tab)
+    return f' · <a href="{href}">run it in the notebook</a>' if href else ""
+
+
 @md_block.register
 def _(block: Tabs, sources: Sources) -> str:
     # Code hosts cannot switch tabs: each framework is a <details> block, the first one open.
     out = []
     for k, (tab, specs) in enumerate(block.groups()):
         listings = "\n".join(md_listing(sources.listing(tab, spec)) for spec in specs)
-        out.append(f"<details{' open' if k == 0 else ''}>\n<summary><b>{TAB_LABELS[tab]}</b></summary>\n\n"
-                   f"{listings}\n</details>\n")
+        out.append(f"<details{' open' if k == 0 else ''}>\n<summary><b>{TAB_LABELS[tab]}</b>{md_notebook_link(tab)}"
+                   f"</summary>\n\n{listings}\n</details>\n")
     return "\n".join(out)
 
 
@@ -464,6 +474,18 @@ def _(block: Code, sources: Sources) -> str:
     return "\n".join(html_listing(sources.listing(None, spec), None) for spec in block.specs)
 
 
+def html_notebook_link(tab: str) -> str:
+    href = notebook_href(tab)
+    return (f'<div class="run"><a href="{html.escape(href)}">Run it in the {TAB_LABELS[tab]} notebook</a></div>'
+            if href else "")
+
+
+def notebook_links() -> str:
+    """The header's link to the chosen framework's notebook (all of them without JavaScript)."""
+    return "".join(f'<a class="notebook" data-tab="{tab}" href="{html.escape(notebook_href(tab))}">'
+                   f"{TAB_LABELS[tab]} notebook</a>" for tab in content.NOTEBOOKS)
+
+
 def tab_buttons(tabs) -> str:
     return "".join(f'<button type="button" class="tab" data-tab="{tab}">{TAB_LABELS[tab]}</button>' for tab in tabs)
 
@@ -473,7 +495,8 @@ def _(block: Tabs, sources: Sources) -> str:
     groups = block.groups()
     panels = "\n".join(
         f'<div class="panel" data-tab="{tab}"><div class="panel-label">{TAB_LABELS[tab]}</div>\n'
-        + "\n".join(html_listing(sources.listing(tab, spec), tab) for spec in specs) + "</div>"
+        + "\n".join(html_listing(sources.listing(tab, spec), tab) for spec in specs) + html_notebook_link(tab)
+        + "</div>"
         for tab, specs in groups
     )
     return (f'<div class="tabs"><div class="tabbar" role="tablist">{tab_buttons(t for t, _ in groups)}</div>\n'
@@ -562,6 +585,10 @@ th, td { border-bottom: 1px solid var(--rule); padding: 4px 10px; text-align: le
 th { background: var(--code-bg); }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num, td:first-child { white-space: nowrap; }
+.run { font-size: 0.82em; text-align: right; }
+.switch .notebooks { display: flex; gap: 10px; }
+.js .switch a.notebook { display: none; }
+.js .switch a.notebook.active { display: inline; }
 .tests { font-size: 0.9em; color: var(--muted); }
 .tests ul { margin: 0.2em 0 0; }
 """
@@ -588,7 +615,7 @@ JS = """
         if (el.tagName === "BUTTON") el.setAttribute("aria-selected", on ? "true" : "false");
       });
     });
-    document.querySelectorAll(".switch button.tab").forEach(function (el) {
+    document.querySelectorAll(".switch button.tab, .switch a.notebook").forEach(function (el) {
       el.classList.toggle("active", el.getAttribute("data-tab") === tab);
     });
   }
@@ -643,7 +670,8 @@ def html_page(sections: list[Section], sources: Sources) -> str:
 </head>
 <body>
 <header class="switch"><div><span class="title">d2l 13.12, neural style transfer</span>
-<span class="choose">Show code in</span><span class="choose">{tab_buttons(TABS)}</span></div></header>
+<span class="choose">Show code in</span><span class="choose">{tab_buttons(TABS)}</span>
+<span class="notebooks">{notebook_links()}</span></div></header>
 <main>
 {chr(10).join(body)}
 </main>
@@ -685,19 +713,29 @@ def main(argv: list[str] | None = None) -> int:
     except ChapterError as exc:
         print(f"build_chapter: {exc}", file=sys.stderr)
         return 2
-    changed = stale(ROOT, outputs)
-    if args.check:
+    return write_or_check(ROOT, outputs, args.check, f"`{content.COMMAND}` (python docs/build_chapter.py)")
+
+
+def write_or_check(root: Path, outputs: dict[str, str], check: bool, rebuild: str) -> int:
+    """Write each output that changed; or, with ``check``, write nothing and return 1 naming the stale ones."""
+    changed = stale(root, outputs)
+    if check:
         if changed:
-            print(f"{' and '.join(changed)} {'is' if len(changed) == 1 else 'are'} stale: run `{content.COMMAND}` "
-                  f"(python docs/build_chapter.py)", file=sys.stderr)
+            print(f"{enumeration(changed)} {'is' if len(changed) == 1 else 'are'} stale: run {rebuild}",
+                  file=sys.stderr)
             return 1
-        print(f"{' and '.join(outputs)} are up to date")
+        print(f"{enumeration(list(outputs))} are up to date")
         return 0
     for path in outputs:
         if path in changed:
-            atomic.write_text(ROOT / path, outputs[path])
+            atomic.write_text(root / path, outputs[path])
         print(f"{'wrote' if path in changed else 'unchanged'} {path}")
     return 0
+
+
+def enumeration(items: list[str]) -> str:
+    """ "a", "a and b", "a, b and c". """
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 if __name__ == "__main__":

@@ -9,14 +9,30 @@ measurements build_chapter reads from a compare.py run's files.
 from __future__ import annotations
 
 from chapter_model import (
-    Code, Difference, Figures, Part, Section, Shell, Table, Tabs, Tests, all_shared, each_backend, own, shared,
+    TAB_LABELS, Code, Difference, Figures, Part, Section, Shell, Table, Tabs, Tests, all_shared, each_backend, own,
+    shared,
 )
 
 COMMAND = "make docs"  # what the README names; it runs: python docs/build_chapter.py
 D2L_URL = "https://d2l.ai/chapter_computer-vision/neural-style.html"
+# One runnable notebook per framework, built from this file by docs/build_notebooks.py (`make notebooks`).
+NOTEBOOKS = {
+    "torch": "notebooks/neural-style-pytorch.ipynb",
+    "tensorflow": "notebooks/neural-style-tensorflow.ipynb",
+    "jax": "notebooks/neural-style-jax.ipynb",
+}
 
 
 # --- the chapter's text and listings, in d2l's order -------------------------------------
+
+# What style transfer is: the chapter's introduction and each notebook's.
+OVERVIEW = """
+Style transfer, as Gatys et al. describe it, starts from the content image and changes it until its
+deep features, taken from a pretrained VGG19, match the content image's at one layer; the
+correlations between its feature channels (Gram matrices) match the style image's at five layers;
+and it has little pixel noise (total variation). The network is frozen: the only thing trained is
+the image itself.
+"""
 
 INTRO = Part(None, f"""
 This chapter follows [d2l.ai's section 13.12, Neural Style Transfer]({D2L_URL}) step by step, in
@@ -24,19 +40,23 @@ PyTorch, TensorFlow and JAX. Every listing is cut out of this project's source b
 `docs/build_chapter.py`, so it is the code the tests run, not a copy of it. The tabs above a listing
 switch **every** listing on the page at once; the NumPy tab, where there is one, is the float64
 reference that the tests hold each framework to.
-
-Style transfer, as Gatys et al. describe it, starts from the content image and changes it until its
-deep features, taken from a pretrained VGG19, match the content image's at one layer; the
-correlations between its feature channels (Gram matrices) match the style image's at five layers;
-and it has little pixel noise (total variation). The network is frozen: the only thing trained is
-the image itself.
-""")
+""" + OVERVIEW)
 
 INTERFACE = Part("One interface for three frameworks", """
 Each framework implements one `typing.Protocol`: d2l's functions, with one signature. One driver
 (`common/stylize.py`) and one test suite then serve all three. Tensors stay the framework's own, and
 `from_numpy` and `to_numpy` speak NCHW whatever layout the framework uses inside.
 """, (Code(("interface:Backend",)),))
+
+RUN_IT = Part("Run it yourself", f"""
+As in d2l, each framework has a notebook that runs these steps top to bottom, one cell at a time,
+showing each step's code beside what it computes:
+{", ".join(f"[{TAB_LABELS[tab]}](../{path})" for tab, path in NOTEBOOKS.items())}.
+Each framework's tab below links its notebook. The notebooks are generated from the same source
+and text as this page (`make notebooks`, that is `python docs/build_notebooks.py`), so they cannot
+drift from it either. On a CPU they run the cpu preset (150×225, 200 epochs, a few minutes); on a
+GPU, d2l's settings.
+""")
 
 READING = Section("reading", "Reading the content and style images", (Part(None, """
 d2l pairs a photo with a painting. Here the content image is scikit-image's `chelsea` (CC0) and the
@@ -355,12 +375,16 @@ REBUILD = Part(None, f"""
 """, (Shell(COMMAND),))
 
 
+# d2l's steps, in its order: the chapter's middle and the notebooks' whole.
+STEPS = (READING, PREPROCESSING, FEATURES, LOSSES, SYNTHESIZED, TRAINING)
+
+
 def chapter(results: Section) -> list[Section]:
     """The whole chapter; ``results`` is the results section, filled in from a run's files."""
-    intro = Section("intro", "Neural style transfer in PyTorch, TensorFlow and JAX", (INTRO, INTERFACE))
+    intro = Section("intro", "Neural style transfer in PyTorch, TensorFlow and JAX", (INTRO, INTERFACE, RUN_IT))
     differences = Section("differences", "What differs between the frameworks, and why it matters", (
         Part(None, DIFFERENCES_INTRO),
         *(Part(d.title, d.text, (Tests(d.tests),)) for d in DIFFERENCES),
     ))
-    return [intro, READING, PREPROCESSING, FEATURES, LOSSES, SYNTHESIZED, TRAINING, results, differences,
+    return [intro, *STEPS, results, differences,
             Section("rebuilding", "Rebuilding this page", (REBUILD,))]

@@ -6,7 +6,11 @@ Backends are made on the CPU; ``cached_backend`` and ``torch_pair`` build each
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +85,31 @@ def image_of(backend, state) -> np.ndarray:
 def dtype_name(t) -> str:
     """"float32", "bfloat16", ...: TensorFlow's DType and NumPy's dtype both have ``.name``."""
     return t.dtype.name
+
+
+# What docs/build_chapter.py and docs/build_notebooks.py read, and what they write.
+DOCS_INPUTS = ("backends", "common", "tests", "docs", "assets", "notebooks")
+
+
+def copy_tree(source: Path, destination: Path, folders=DOCS_INPUTS) -> Path:
+    """The project's ``folders`` copied under ``destination``, so a test can break them."""
+    for folder in folders:
+        shutil.copytree(source / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return destination
+
+
+def run_check(root: Path, script: str) -> subprocess.CompletedProcess:
+    """``python root/docs/<script> --check``: a generator's staleness check, run on the tree at ``root``."""
+    return subprocess.run([sys.executable, str(root / "docs" / script), "--check"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def check_importing_nothing_heavy(root: Path, script: str, heavy=("torch", "tensorflow", "jax", "numpy", "PIL")):
+    """Run a generator's ``--check`` in a fresh interpreter; it must pass and import none of ``heavy``."""
+    code = (f"import runpy, sys; namespace = runpy.run_path({str(root / 'docs' / script)!r}); "
+            "code = namespace['main'](['--check']); "
+            f"heavy = sorted({set(heavy)!r} & set(sys.modules)); "
+            "print('imported:', heavy); sys.exit(code or bool(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "imported: []" in result.stdout

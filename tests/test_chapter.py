@@ -9,12 +9,12 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import helpers
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "docs" / "build_chapter.py"
@@ -66,32 +66,19 @@ def test_committed_page_is_what_the_source_builds(built):
 
 
 def test_check_flag_passes_on_the_committed_page_without_importing_frameworks():
-    code = ("import runpy, sys; sys.argv = ['build_chapter.py', '--check']; "
-            f"namespace = runpy.run_path({str(SCRIPT)!r}); code = namespace['main'](['--check']); "
-            "heavy = sorted({'torch', 'tensorflow', 'jax', 'numpy', 'PIL'} & set(sys.modules)); "
-            "print('imported:', heavy); sys.exit(code or bool(heavy))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "imported: []" in result.stdout
+    helpers.check_importing_nothing_heavy(REPO, "build_chapter.py")
 
 
 @pytest.fixture
 def tree_copy(tmp_path) -> Path:
     """What the generator reads, copied, so a test can break it."""
-    for folder in ("backends", "common", "tests", "docs", "assets"):
-        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return tmp_path
-
-
-def run_check(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(root / "docs" / "build_chapter.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    return helpers.copy_tree(REPO, tmp_path)
 
 
 def test_check_flag_names_the_stale_file_and_writes_nothing(tree_copy):
     page = tree_copy / "docs" / "chapter.md"
     page.write_text(page.read_text(encoding="utf-8") + "an edit by hand\n", encoding="utf-8")
-    result = run_check(tree_copy)
+    result = helpers.run_check(tree_copy, "build_chapter.py")
     assert result.returncode == 1
     assert result.stderr.strip() == "docs/chapter.md is stale: run `make docs` (python docs/build_chapter.py)"
     assert page.read_text(encoding="utf-8").endswith("an edit by hand\n")
@@ -104,7 +91,7 @@ def test_a_renamed_method_fails_the_build_naming_it(tree_copy):
     source.write_text(text.replace("    def tv_loss(self", "    def total_variation(self"), encoding="utf-8")
     with pytest.raises(chapter.ChapterError, match=r"backends/torch_backend\.py has no TorchBackend\.tv_loss"):
         chapter.build(tree_copy)
-    result = run_check(tree_copy)
+    result = helpers.run_check(tree_copy, "build_chapter.py")
     assert result.returncode == 2 and "TorchBackend.tv_loss" in result.stderr
 
 
