@@ -53,8 +53,10 @@ def for_pair(pair, same: float, keras: float) -> float:
     return same if tuple(sorted(pair)) == tuple(sorted(SAME_ADAM)) else keras
 
 
-# The image after one Adam step from the same state: measured 1.3e-6 for
-# torch-jax, 1.6e-3 for pairs with TensorFlow.
+# The image after one Adam step from the same state, outside the near-ties'
+# receptive field like the gradient: measured 1.3e-6 for torch-jax, 1.6e-3 for
+# pairs with TensorFlow. Inside it a gradient's sign can flip, and the pixel
+# moves by 2 lr the other way (0.39 relative, on the AVX2 CPU above).
 ONE_STEP = {"same": 2e-5, "keras": 5e-3}
 
 # Loss parts at each of the 20 epochs: measured 3.5e-3 torch-jax, 9.8e-3 with
