@@ -207,6 +207,42 @@ def float64_gradient(weights):
     return memo(("float64", weights, "grad"), compute)
 
 
+@pytest.mark.parametrize("layer, side", [("conv1_1", 3), ("conv1_2", 5), ("pool1", 6), ("conv2_2", 14),
+                                         ("pool2", 16), ("conv3_4", 48), ("pool3", 52), ("conv5_1", 156)])
+def test_receptive_field_is_vgg_s(layer, side):
+    """One unit of ``layer`` sees a side x side square of the image (VGG's textbook figures)."""
+    layers = PLAN.layers[: next(k for k, l in enumerate(PLAN.layers) if l.name == layer) + 1]
+    size = (256, 256)
+    out = size
+    for l in layers:
+        out = (out[0] // 2, out[1] // 2) if l.kind == "pool" else out
+    mask = np.zeros(out, bool)
+    mask[out[0] // 2, out[1] // 2] = True
+    rows, cols = np.nonzero(agreement.receptive_field(layers, mask, size))
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (side, side)
+    assert agreement.receptive_field(layers, mask, size).sum() == side * side
+
+
+def test_near_ties_finds_a_planted_tie_and_its_receptive_field():
+    """A pool1 window whose two largest values are closer than the float32 error: found,
+    with its contenders, and the input pixels behind those two; nothing else is."""
+    layers = PLAN.layers[:5]  # conv1_1 .. pool1
+    rng = np.random.default_rng(0)
+    exact = {"conv1_1": np.zeros((1, 2, 8, 10)), "relu1_2": rng.uniform(1, 2, (1, 2, 8, 10))}
+    exact["relu1_2"][0, 1, 4:6, 6:8] = [[3.0, 1.0], [2.0, 3.0 + 1e-9]]  # window (0, 1, 2, 3): contenders 0 and 3
+    approximate = {"relu1_2": exact["relu1_2"] + 1e-7 * rng.standard_normal((1, 2, 8, 10))}
+    ties = agreement.near_ties(layers, exact, approximate)
+    assert [(t.pool, t.window, t.contenders) for t in ties.ties] == [("pool1", (0, 1, 2, 3), (0, 3))]
+    assert ties.ties[0].gap == pytest.approx(1e-9 / 3, rel=1e-3)
+    expected = np.zeros((8, 10), bool)
+    expected[2:7, 4:9] = expected[3:8, 5:10] = True  # (4, 6) and (5, 7), each seen through two 3x3 convolutions
+    np.testing.assert_array_equal(ties.pixels, expected)
+    a = rng.standard_normal((1, 3, 8, 10))
+    b = a + np.where(expected, 1.0, 0.0)
+    assert agreement.difference_outside(a, b, ties.pixels).rel == 0.0
+    assert agreement.difference(a, b).rel > 0.1
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_near_ties_include_a_pool1_window_float32_cannot_order(name):
     """With the bundled weights the test image has, in pool1, a window whose two largest
