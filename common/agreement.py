@@ -106,6 +106,136 @@ def steps(backend, content_x, style_x, config, num_steps, start_x=None) -> Itera
         yield np.array([backend.scalar(v) for v in losses]), backend.to_numpy(backend.current_image(state))
 
 
+# --- max-pool near-ties: where float32 may route the gradient either way -------------------
+#
+# A 2x2 max pool sends its gradient to the window's largest value. Where the two
+# largest differ by less than float32 computes them to, each framework's rounding
+# (its summation order: ISA, kernel, thread count) decides which one wins, and
+# every choice is a valid gradient. The float64 features say where that can
+# happen; the gradient can differ only in those windows' receptive fields.
+
+# A window is near-tied when a contender is closer to its maximum than this many
+# times the largest float32 error either backend makes in that window. A flip
+# needs the gap under 2 errors; the rest is room for the gradient pass, which may
+# compute the features through a differently fused program than the forward check.
+NEAR_TIE_MARGIN = 4.0
+
+
+def float64_features(weight_set, x: np.ndarray, layers) -> dict[str, np.ndarray]:
+    """VGG's outputs at ``layers`` (a plan's prefix) in NumPy float64: the oracle the
+    float32 backends are measured against. Convolutions as one matrix product each."""
+    convention = weight_set.convention
+    # The backends apply the input convention with float32 constants; so does the oracle.
+    scale, shift = (np.asarray(v, np.float32).astype(np.float64).reshape(1, 3, 1, 1)
+                    for v in (convention.scale, convention.shift))
+    X = np.asarray(x, np.float64)[:, list(convention.order)] * scale + shift
+    out = {}
+    for layer in layers:
+        if layer.kind == "conv":
+            w = np.asarray(weight_set.params[layer.weight_key], np.float64)
+            b = np.asarray(weight_set.params[layer.bias_key], np.float64)
+            X = _conv3x3(X, w, b)
+        elif layer.kind == "relu":
+            X = np.maximum(X, 0.0)
+        else:
+            X = _windows(X).max(axis=-1)
+        out[layer.name] = X
+    return out
+
+
+def _conv3x3(X: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n, c, h, wd = X.shape
+    padded = np.pad(X, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    # (N, C, 3*3, H, W) in OIHW order, so that w.reshape(O, C*9) matches.
+    cols = np.stack([padded[:, :, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=2)
+    out = w.reshape(w.shape[0], -1) @ cols.reshape(n, c * 9, h * wd)
+    return out.reshape(n, w.shape[0], h, wd) + b.reshape(1, -1, 1, 1)
+
+
+def _windows(X: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, H//2, W//2, 4): each 2x2 window in row-major order; an odd last row or column is dropped."""
+    n, c, h, w = X.shape
+    h2, w2 = h // 2, w // 2
+    return X[:, :, : 2 * h2, : 2 * w2].reshape(n, c, h2, 2, w2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h2, w2, 4)
+
+
+@dataclass(frozen=True)
+class NearTie:
+    pool: str  # pool1 .. pool4
+    window: tuple[int, int, int, int]  # (N, C, row, column) in the pool's output
+    values: tuple[float, ...]  # the window's four float64 inputs, row-major
+    contenders: tuple[int, ...]  # which of the four float32 may pick
+    gap: float  # float64 maximum minus the closest contender, relative to the maximum
+
+
+@dataclass(frozen=True)
+class NearTies:
+    ties: tuple[NearTie, ...]
+    pixels: np.ndarray  # (H, W) bool: the input pixels whose gradient a tie can reach
+
+    @property
+    def fraction(self) -> float:
+        return float(self.pixels.mean())
+
+
+def near_ties(layers, exact: dict[str, np.ndarray], *approximate: dict[str, np.ndarray],
+              margin: float = NEAR_TIE_MARGIN) -> NearTies:
+    """The max-pool windows among ``layers`` whose float64 inputs (``exact``) are too
+    close for the float32 ``approximate`` features to order reliably, and the input
+    pixels downstream of them in the backward pass (their receptive field)."""
+    layers = tuple(layers)
+    height, width = exact[layers[0].name].shape[2:]  # conv1_1 keeps the image's size
+    ties, pixels = [], np.zeros((height, width), bool)
+    for k, layer in enumerate(layers):
+        if layer.kind != "pool":
+            continue
+        source = layers[k - 1].name
+        values = _windows(exact[source])
+        error = np.max([np.abs(_windows(np.asarray(f[source], np.float64)) - values).max(axis=-1) for f in approximate],
+                       axis=0)
+        top = values.max(axis=-1, keepdims=True)
+        contenders = (top - values) < margin * error[..., None]  # the maximum itself included
+        for index in np.argwhere(contenders.sum(axis=-1) > 1):
+            index = tuple(int(i) for i in index)
+            window_values = values[index]
+            inside = np.flatnonzero(contenders[index])
+            first, second = np.sort(window_values[inside])[::-1][:2]
+            gap = float(first - second) / max(abs(float(first)), 1e-300)
+            ties.append(NearTie(layer.name, index, tuple(map(float, window_values)), tuple(map(int, inside)), gap))
+            mask = np.zeros(exact[source].shape[2:], bool)
+            for i in inside:
+                mask[2 * index[2] + i // 2, 2 * index[3] + i % 2] = True
+            pixels |= receptive_field(layers[:k], mask, (height, width))
+    return NearTies(tuple(ties), pixels)
+
+
+def receptive_field(layers, mask: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """The input pixels that reach ``mask`` (a bool map of the last of ``layers``' output)
+    through 3x3 convolutions (padding 1) and 2x2 stride-2 poolings."""
+    sizes = [tuple(input_size)]
+    for layer in layers:
+        h, w = sizes[-1]
+        sizes.append((h // 2, w // 2) if layer.kind == "pool" else (h, w))
+    mask = np.asarray(mask, bool)
+    if mask.shape != sizes[-1]:
+        raise ValueError(f"mask has shape {mask.shape}, the layer's output {sizes[-1]}")
+    for layer, size in zip(reversed(layers), reversed(sizes[:-1])):
+        if layer.kind == "conv":
+            padded = np.pad(mask, 1)
+            mask = np.any([padded[i:i + size[0], j:j + size[1]] for i in range(3) for j in range(3)], axis=0)
+        elif layer.kind == "pool":
+            grown = np.zeros(size, bool)
+            grown[: 2 * mask.shape[0], : 2 * mask.shape[1]] = mask.repeat(2, axis=0).repeat(2, axis=1)
+            mask = grown
+    return mask
+
+
+def difference_outside(a, b, pixels: np.ndarray) -> Difference:
+    """``difference`` over the elements of (N, C, H, W) arrays whose pixel is not in ``pixels``."""
+    keep = ~np.asarray(pixels, bool)
+    return difference(np.where(keep, np.asarray(a, np.float64), 0.0), np.where(keep, np.asarray(b, np.float64), 0.0))
+
+
 # --- where do two backends part ways? -------------------------------------------------------
 
 

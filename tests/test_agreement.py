@@ -8,6 +8,7 @@ A failure names the pair, the quantity, the layer and the worst element.
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -20,12 +21,14 @@ from common.config import D2L, LossWeights
 from common.errors import WeightsUnavailable
 from common.images import postprocess_array
 from common.report import psnr
+from common.vgg import feature_plan
 
 NAMES = list(backends.NAMES)
 PAIRS = list(itertools.combinations(NAMES, 2))
 WITH_REFERENCE = [("numpy", name) for name in NAMES] + PAIRS
 WEIGHTS = ["random", "bundled", "keras"]  # keras: Keras' full-precision file, skipped unless fetched
 CONFIG = D2L.replace(image_shape=agreement.IMAGE_SHAPE, num_epochs=tol.TRAIN_EPOCHS)
+PLAN = feature_plan(CONFIG.content_layers, CONFIG.style_layers, CONFIG.taps)
 
 
 def pair_id(pair) -> str:
@@ -140,13 +143,138 @@ def gradient(name, weights):
                 lambda: agreement.loss_and_grad(backend(name, weights), content_x, style_x, CONFIG))
 
 
+# --- max-pool near-ties: the gradient is checked wherever float32 can order the pooling ------
+
+
+def float64_features(name, weights):
+    content_x, _ = agreement.images()
+    return memo(("float64", weights, "features"), lambda: agreement.float64_features(
+        backend(name, weights).weights, content_x, PLAN.layers))
+
+
+def near_ties(names, weights) -> agreement.NearTies:
+    """The windows any of ``names`` may order differently from float64, and their receptive field."""
+    return memo((tuple(names), weights, "near ties"), lambda: agreement.near_ties(
+        PLAN.layers, float64_features(names[0], weights), *(features(name, weights) for name in names)))
+
+
+def check_outside_near_ties(pair, quantity, a, b, tolerance, ties: agreement.NearTies) -> None:
+    """``check`` on every pixel that no near-tied max-pool window reaches; those few are
+    excluded (their gradient may go either way), and must stay few."""
+    assert ties.fraction <= tol.NEAR_TIE_PIXELS, (
+        f"{pair[0]} vs {pair[1]}: {len(ties.ties)} max-pool windows are near-tied for these backends, reaching "
+        f"{ties.fraction:.0%} of the image's pixels > {tol.NEAR_TIE_PIXELS:.0%}: are their features right?")
+    diff = agreement.difference_outside(a, b, ties.pixels)
+    assert diff.rel <= tolerance, (
+        f"{pair[0]} vs {pair[1]}: {quantity} outside the receptive field of {len(ties.ties)} near-tied max-pool "
+        f"windows ({ties.fraction:.1%} of the pixels): {diff.describe()} > {tolerance:.0e}")
+
+
 @pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
 def test_loss_and_gradient_at_the_content_image(pair, weights):
     (losses_a, grad_a), (losses_b, grad_b) = gradient(pair[0], weights), gradient(pair[1], weights)
     for k, part in enumerate(("content", "style", "tv", "total")):
         check(pair, f"{part} loss ({weights} weights)", losses_a[k], losses_b[k], tol.LOSS)
-    check(pair, f"gradient of the total loss ({weights} weights)", grad_a, grad_b, tol.GRADIENT)
+    check_outside_near_ties(pair, f"gradient of the total loss ({weights} weights)", grad_a, grad_b, tol.GRADIENT,
+                            near_ties(pair, weights))
+
+
+# --- the root cause, pinned: a pool1 window no float32 computation can order ------------------
+
+
+def float64_gradient(weights):
+    """d(total loss)/d(image) in float64: the torch backend's network and losses in double."""
+    import torch
+
+    net_owner = backend("torch", weights)
+    net = copy.deepcopy(net_owner.net).double().to(memory_format=torch.contiguous_format)
+    order, scale, shift = net_owner.input_transform() or ([0, 1, 2], np.ones(3, np.float32), np.zeros(3, np.float32))
+
+    def taps(X):
+        X = X[:, order] * torch.from_numpy(scale).double().reshape(1, 3, 1, 1) \
+            + torch.from_numpy(shift).double().reshape(1, 3, 1, 1)
+        out = {}
+        for layer in PLAN.layers:
+            X = out[layer.name] = net[layer.index](X)
+        return [out[name] for name in PLAN.content], [out[name] for name in PLAN.style]
+
+    def compute():
+        content_x, style_x = (torch.from_numpy(x).double() for x in agreement.images())
+        contents_Y, _ = taps(content_x)
+        _, styles_Y = taps(style_x)
+        X = content_x.clone().requires_grad_(True)
+        contents_Y_hat, styles_Y_hat = taps(X)
+        *_, total = net_owner.compute_loss(X, contents_Y_hat, styles_Y_hat, contents_Y,
+                                           [net_owner.gram(Y) for Y in styles_Y], CONFIG.loss_weights)
+        (grad,) = torch.autograd.grad(total, X)
+        return grad.numpy()
+
+    return memo(("float64", weights, "grad"), compute)
+
+
+@pytest.mark.parametrize("layer, side", [("conv1_1", 3), ("conv1_2", 5), ("pool1", 6), ("conv2_2", 14),
+                                         ("pool2", 16), ("conv3_4", 48), ("pool3", 52), ("conv5_1", 156)])
+def test_receptive_field_is_vgg_s(layer, side):
+    """One unit of ``layer`` sees a side x side square of the image (VGG's textbook figures)."""
+    layers = PLAN.layers[: next(k for k, l in enumerate(PLAN.layers) if l.name == layer) + 1]
+    size = (256, 256)
+    out = size
+    for l in layers:
+        out = (out[0] // 2, out[1] // 2) if l.kind == "pool" else out
+    mask = np.zeros(out, bool)
+    mask[out[0] // 2, out[1] // 2] = True
+    rows, cols = np.nonzero(agreement.receptive_field(layers, mask, size))
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (side, side)
+    assert agreement.receptive_field(layers, mask, size).sum() == side * side
+
+
+def test_near_ties_finds_a_planted_tie_and_its_receptive_field():
+    """A pool1 window whose two largest values are closer than the float32 error: found,
+    with its contenders, and the input pixels behind those two; nothing else is."""
+    layers = PLAN.layers[:5]  # conv1_1 .. pool1
+    rng = np.random.default_rng(0)
+    exact = {"conv1_1": np.zeros((1, 2, 8, 10)), "relu1_2": rng.uniform(1, 2, (1, 2, 8, 10))}
+    exact["relu1_2"][0, 1, 4:6, 6:8] = [[3.0, 1.0], [2.0, 3.0 + 1e-9]]  # window (0, 1, 2, 3): contenders 0 and 3
+    approximate = {"relu1_2": exact["relu1_2"] + 1e-7 * rng.standard_normal((1, 2, 8, 10))}
+    ties = agreement.near_ties(layers, exact, approximate)
+    assert [(t.pool, t.window, t.contenders) for t in ties.ties] == [("pool1", (0, 1, 2, 3), (0, 3))]
+    assert ties.ties[0].gap == pytest.approx(1e-9 / 3, rel=1e-3)
+    expected = np.zeros((8, 10), bool)
+    expected[2:7, 4:9] = expected[3:8, 5:10] = True  # (4, 6) and (5, 7), each seen through two 3x3 convolutions
+    np.testing.assert_array_equal(ties.pixels, expected)
+    a = rng.standard_normal((1, 3, 8, 10))
+    b = a + np.where(expected, 1.0, 0.0)
+    assert agreement.difference_outside(a, b, ties.pixels).rel == 0.0
+    assert agreement.difference(a, b).rel > 0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_near_ties_include_a_pool1_window_float32_cannot_order(name):
+    """With the bundled weights the test image has, in pool1, a window whose two largest
+    inputs differ by 1.5e-8 of their value in float64, below float32's unit roundoff
+    (2**-24 = 6.0e-8): which one a float32 network calls the maximum, and so which
+    pixels get the gradient, is up to its rounding. On an AVX2 CPU TensorFlow's
+    summation order picks float64's, torch and JAX the other (a 1.9e-3 gradient
+    difference); with AVX-512 all three picked the same. Each backend's near-ties
+    must include it, and must stay few."""
+    ties = near_ties([name], "bundled")
+    unorderable = [tie for tie in ties.ties if tie.gap < 2.0**-24]
+    assert [(tie.pool, tie.window) for tie in unorderable] == [("pool1", (0, 23, 2, 12))], ties.ties
+    assert ties.fraction <= tol.NEAR_TIE_PIXELS, f"{len(ties.ties)} near-ties reach {ties.fraction:.0%} of the pixels"
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_is_float64_s_outside_near_tied_max_pool_windows(name, weights):
+    """Each float32 backend's gradient against a float64 one, pixel by pixel: equal to
+    1e-5 everywhere but downstream of the max-pool windows it cannot order, so a
+    difference between backends there is a choice between valid gradients, not a bug."""
+    if backends.why_unavailable("torch"):
+        pytest.skip(f"the float64 gradient comes from torch: {backends.why_unavailable('torch')}")
+    check_outside_near_ties(("float64", name), f"gradient of the total loss ({weights} weights)",
+                            float64_gradient(weights), gradient(name, weights)[1], tol.GRADIENT,
+                            near_ties([name], weights))
 
 
 def training(name):
@@ -158,7 +286,8 @@ def training(name):
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
 def test_one_adam_step_from_the_same_state(pair):
     (_, X_a), (_, X_b) = training(pair[0])[0], training(pair[1])[0]
-    check(pair, "image after one Adam step", X_a, X_b, tol.for_pair(pair, **tol.ONE_STEP))
+    check_outside_near_ties(pair, "image after one Adam step", X_a, X_b, tol.for_pair(pair, **tol.ONE_STEP),
+                            near_ties(pair, "bundled"))
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
