@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common import atomic
+from common.images import postprocess_float
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -23,13 +24,17 @@ def rgb_pixels(path: Path) -> np.ndarray:
 
 
 def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
-    """Max absolute pixel difference and PSNR between each pair of finished backends."""
+    """Max absolute pixel difference and PSNR between each pair of finished backends, and
+    PSNR of the float images (before rounding to 8 bits) where both were saved."""
     finished = [r for r in results if r.get("status") == "ok"]
     pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished}
+    floats = {name: postprocess_float(np.load(out_dir / f"{name}.npy")) for name in pixels
+              if (out_dir / f"{name}.npy").exists()}
     rows = []
     for a, b in itertools.combinations(pixels, 2):
         diff = np.abs(pixels[a].astype(np.int16) - pixels[b].astype(np.int16))
-        rows.append({"pair": [a, b], "max_abs_pixel_diff": int(diff.max()), "psnr_db": psnr(pixels[a], pixels[b])})
+        rows.append({"pair": [a, b], "max_abs_pixel_diff": int(diff.max()), "psnr_db": psnr(pixels[a], pixels[b]),
+                     "float_psnr_db": psnr(floats[a], floats[b]) if a in floats and b in floats else None})
     return rows
 
 
@@ -64,9 +69,11 @@ def summary_table(results: list[dict]) -> str:
 def agreement_table(rows: list[dict]) -> str:
     if not rows:
         return "(fewer than two backends finished)\n"
-    lines = ["| pair | max abs pixel diff (0-255) | PSNR dB |", "|---|---:|---:|"]
+    lines = ["| pair | max abs pixel diff (0-255) | PSNR dB | PSNR dB, float images |", "|---|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {row['psnr_db']:.1f} |")
+        float_db = row.get("float_psnr_db")
+        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {row['psnr_db']:.1f} | "
+                     f"{'-' if float_db is None else f'{float_db:.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
