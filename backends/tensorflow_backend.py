@@ -184,7 +184,7 @@ class TensorFlowBackend(BackendBase):
         with tf.device(self.device):
             gen_img = tf.Variable(tf.cast(X, self.dtype), name="gen_img")
             if config.adam == "reference":
-                lr = step_lr(config.lr, config.lr_decay_epoch, config.lr_decay, dtype=self.dtype)
+                lr = StepLR(config.lr, config.lr_decay_epoch, config.lr_decay, dtype=self.dtype)
                 trainer = ReferenceAdam(learning_rate=lr, epsilon=config.adam_eps)
             else:
                 # Keras adds epsilon to sqrt(v) before v's bias correction ("epsilon hat"),
@@ -257,16 +257,34 @@ def _device_name(requested: str | None) -> str:
     return f"/{kind}:{index}"
 
 
-def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float, dtype=None) -> keras.optimizers.schedules.LearningRateSchedule:
-    """PyTorch's StepLR as a Keras schedule, computed in ``dtype`` (default: Keras' floatx, float32).
+def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> keras.optimizers.schedules.LearningRateSchedule:
+    """PyTorch's StepLR as a Keras schedule.
 
     Keras evaluates the schedule at the number of finished steps, so epoch e
     (0-based) uses lr * lr_decay ** (e // lr_decay_epoch).
     """
     return keras.optimizers.schedules.ExponentialDecay(
-        lr if dtype is None else tf.constant(lr, dtype), decay_steps=lr_decay_epoch, decay_rate=lr_decay,
-        staircase=True,
+        lr, decay_steps=lr_decay_epoch, decay_rate=lr_decay, staircase=True
     )
+
+
+class StepLR(keras.optimizers.schedules.LearningRateSchedule):
+    """``step_lr`` computed in ``dtype`` throughout, for the reference Adam.
+
+    ExponentialDecay, even given a float64 initial lr, is ~1e-8 (relative) off
+    float64 from the first decay on: float64 runs part ways there.
+    """
+
+    def __init__(self, lr: float, lr_decay_epoch: int, lr_decay: float, dtype=tf.float32):
+        self.lr, self.lr_decay_epoch, self.lr_decay, self.dtype = lr, lr_decay_epoch, lr_decay, dtype
+
+    def __call__(self, step):
+        decays = tf.cast(step // self.lr_decay_epoch, self.dtype)
+        return tf.constant(self.lr, self.dtype) * tf.constant(self.lr_decay, self.dtype) ** decays
+
+    def get_config(self):
+        return {"lr": self.lr, "lr_decay_epoch": self.lr_decay_epoch, "lr_decay": self.lr_decay,
+                "dtype": tf.as_dtype(self.dtype).name}
 
 
 class ReferenceAdam(keras.optimizers.Optimizer):

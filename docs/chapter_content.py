@@ -301,6 +301,21 @@ for torch vs jax in the agreement table. The pairs with TensorFlow get their own
           "tests/test_keras_file_backends.py::test_adam_uses_config_adam_eps",
           "tests/test_agreement.py::test_one_adam_step_from_the_same_state",
           "tests/test_agreement.py::test_short_training_run_agrees")),
+    Difference("Rounding or formula: float64", """
+In float32 the three runs drift apart during training, and rounding amplified by Adam could explain
+it. In float64 rounding is ~1e-16 and cannot grow visibly in a few hundred steps, so
+`precision="float64"` separates rounding from formula. It found four formula differences: Keras'
+epsilon hat (above); Keras' `ExponentialDecay`, which computes the learning rate in float32 even for
+float64 variables; optax's `exponential_decay`, which divides the int32 step count and so gives a
+float32 learning rate even with JAX's x64 mode on (optax's Adam itself computes its bias corrections
+in float64 then). `adam="reference"` runs one formula, PyTorch's and optax's, in all three
+backends (`common/reference.py`, `adam_step`); with it, in float64, every pair agrees to about
+5e-15 (relative) after 20 epochs, where a single one of those differences shows as 1e-8.
+TRAJECTORIES_QUOTE
+""", ("tests/test_float64.py::test_reference_adam_trajectories_agree",
+          "tests/test_float64.py::test_reference_adam_matches_numpy",
+          "tests/test_float64.py::test_diverge_in_float64_finds_the_formula_difference",
+          "tests/test_float64.py::test_jax_x64_stays_inside_the_float64_backend")),
     Difference("Learning-rate schedules", """
 d2l steps PyTorch's `StepLR` after every epoch, so epochs 0 to 49 use 0.3 and epoch 50 is the first
 at 0.24. Keras' `ExponentialDecay` and optax's `exponential_decay`, with `staircase=True` and 50

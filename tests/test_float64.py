@@ -109,3 +109,22 @@ def test_adam_setting_is_validated():
     assert StyleTransferConfig(adam="reference").validate().adam == "reference"
     with pytest.raises(UserError, match="adam must be one of stock, reference"):
         StyleTransferConfig(adam="keras").validate()
+
+
+@pytest.mark.parametrize("adam", ["stock", "reference"])
+def test_diverge_in_float64_finds_the_formula_difference(adam, tmp_path):
+    """``compare.py --diverge torch,jax --precision float64``: with stock Adam the pair parts at
+    step 1 by more than float64 rounding (optax computes StepLR's lr in float32); with the
+    reference Adam it never does."""
+    require("torch")
+    require("jax")
+    import compare
+
+    code = compare.main(["--diverge", "torch,jax", "--precision", "float64", "--adam", adam, "--epochs", "2",
+                         "--size", "32x48", "--weights", "random", "--out", str(tmp_path)])
+    assert code == 0
+    text = (tmp_path / "diverge-torch-jax.md").read_text()
+    if adam == "stock":
+        assert "First step with image difference above 1e-12: **1**" in text
+    else:
+        assert "The images never differ by more than 1e-12 (relative) in 2 steps." in text
