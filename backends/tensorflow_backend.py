@@ -271,8 +271,8 @@ def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> keras.optimizers
 class StepLR(keras.optimizers.schedules.LearningRateSchedule):
     """``step_lr`` computed in ``dtype`` throughout, for the reference Adam.
 
-    ExponentialDecay, even given a float64 initial lr, is ~1e-8 (relative) off
-    float64 from the first decay on: float64 runs part ways there.
+    ExponentialDecay, even given a float64 initial lr, rounds the decay rate to
+    float32 (0.3 * 0.8 gives 0.24000000358): float64 runs part ways at the first decay.
     """
 
     def __init__(self, lr: float, lr_decay_epoch: int, lr_decay: float, dtype=tf.float32):

@@ -106,6 +106,7 @@ def main(argv=None) -> int:
         previous = json.loads(report_path.read_text())
         if (previous.get("size"), previous.get("epochs")) == (args.size, args.epochs):
             report["settings"] = previous.get("settings", {})
+            report["backends"] = [n for n in backends.NAMES if n in {*previous.get("backends", []), *args.backends}]
     for name in names:
         report["settings"][name] = run_setting(name, args)
         report["settings"] = {n: report["settings"][n] for n in SETTINGS if n in report["settings"]}

@@ -67,7 +67,7 @@ FLOAT64_LR_DECAY_EPOCH = 8  # two lr decays inside the 20 epochs
 
 # With the reference Adam in float64, the three backends' loss histories and images after
 # 20 epochs at 32x48 (random weights, lr decays at epochs 8 and 16): measured <= 2.5e-16
-# (losses) and 4.8e-15 (image) for every pair. The tolerance leaves ~200x over that and sits
+# (losses) and 5.2e-15 (image), torch-tensorflow and torch-jax (tensorflow-jax measured 2.8e-15 without lr decays). The tolerance leaves ~200x over that and sits
 # far below the smallest formula difference found: a float32-computed lr (optax's StepLR:
 # 3.6e-8 apart after 20 epochs; Keras' ExponentialDecay, even given a float64 lr: 1.6e-9 at
 # the first decayed epoch, 1.2e-8 by epoch 20); Keras' epsilon hat and any change of a loss
