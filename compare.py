@@ -37,7 +37,7 @@ RUNNER = [sys.executable, "-m", "common.runner"]
 
 import backends  # noqa: E402  (imports no framework)
 from common import atomic, estimate, failures, images, report, strict_json  # noqa: E402
-from common.config import PRESETS, check_image_shape  # noqa: E402
+from common.config import ADAM_FORMULAS, PRESETS, check_image_shape  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
 from common.vgg import TAP_READINGS  # noqa: E402
@@ -147,7 +147,11 @@ def build_parser() -> Parser:
                    help="torch-inplace: what d2l's PyTorch listing reads (relu1_1..relu4_4, conv5_1); "
                         "pre-relu: the literal conv outputs (d2l's MXNet listing)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="float32 is strict (TF32 off); tf32 and bf16 are faster on recent GPUs")
+                   help="float32 is strict (TF32 off); tf32 and bf16 are faster on recent GPUs; "
+                        "float64 shows what is rounding and what is formula")
+    p.add_argument("--adam", choices=ADAM_FORMULAS, default=d2l.adam,
+                   help="stock: each framework's own Adam; reference: one formula in all three "
+                        "(PyTorch's and optax's, eps after the bias correction)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where each backend runs")
     p.add_argument("--repeat", type=positive_int, default=1, help="repeat each run N times and report the spread")
     p.add_argument("--timeout", type=positive_float, default=3600, help="seconds before a backend is stopped")
@@ -160,8 +164,9 @@ def build_parser() -> Parser:
     p.add_argument("--diverge", type=backend_pair, metavar="A,B",
                    help="instead of comparing: run backends A and B side by side for --epochs steps (default 20) "
                         "from the same start and report where they first diverge, per step and per layer")
-    p.add_argument("--threshold", type=positive_float, default=1e-4,
-                   help="with --diverge: relative image difference that counts as diverged")
+    p.add_argument("--threshold", type=positive_float,
+                   help="with --diverge: relative image difference that counts as diverged; default: what the "
+                        "precision's rounding can explain (float32 1e-4, float64 1e-12)")
     return p
 
 
@@ -355,7 +360,7 @@ def lock_out(out: Path, shown: Path):
 
 def run_files(names) -> list[str]:
     """What a compare run writes into its folder, per run and per backend (stale ones are removed at its start)."""
-    per_backend = [f"{name}{suffix}" for name in names for suffix in (".png", "-traceback.txt")]
+    per_backend = [f"{name}{suffix}" for name in names for suffix in (".png", ".npy", "-traceback.txt")]
     return ["results.json", "summary.md", "side_by_side.png", "losses.png", *per_backend]
 
 
@@ -464,7 +469,7 @@ DEVICES = {"auto": None, "cpu": "cpu", "gpu": "gpu"}
 
 def config_from_args(args, preset: str, default_epochs: int | None = None):
     """The preset with the command line's overrides, validated."""
-    config = PRESETS[preset].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps)
+    config = PRESETS[preset].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps, adam=args.adam)
     if args.size:
         config = config.replace(image_shape=args.size)
     if args.epochs or default_epochs:
@@ -491,9 +496,11 @@ def diverge(args) -> int:
                                  taps=args.taps)
             for name in args.diverge)
     print(f"running {a.name} and {b.name} for {config.num_epochs} steps at "
-          f"{config.image_shape[0]}x{config.image_shape[1]}, weights {args.weights}, precision {args.precision}")
-    rows, first, layers = agreement.diverge(a, b, content_x, style_x, config, config.num_epochs, args.threshold)
-    text = agreement.divergence_report(a.name, b.name, rows, first, layers, args.threshold)
+          f"{config.image_shape[0]}x{config.image_shape[1]}, weights {args.weights}, precision {args.precision}, "
+          f"{config.adam} Adam")
+    threshold = args.threshold or agreement.ROUNDING[args.precision]
+    rows, first, layers = agreement.diverge(a, b, content_x, style_x, config, config.num_epochs, threshold)
+    text = agreement.divergence_report(a.name, b.name, rows, first, layers, threshold)
     print(text)
     name = f"diverge-{a.name}-{b.name}.md"
     atomic.write_text(out / name, text)
@@ -538,7 +545,8 @@ def compare(args, argv: list[str]) -> int:
     why = "a GPU was found" if gpus else "no GPU found" if args.device != "cpu" else "--device cpu"
     description = (
         f"preset {preset} ({why}): {config.image_shape[0]}x{config.image_shape[1]}, {config.num_epochs} epochs, "
-        f"lr {config.lr:g}; weights {args.weights}; taps {config.taps}; precision {args.precision}"
+        f"lr {config.lr:g}; weights {args.weights}; taps {config.taps}; precision {args.precision}; "
+        f"{config.adam} Adam"
     )
     print(description)
 
@@ -599,7 +607,7 @@ def run_all(args, out: Path, job: dict, summary: dict, content_img, style_img) -
 
 def _collect(job_dir: Path, out: Path, name: str) -> None:
     """Move a finished backend's image (and any traceback) into the output folder."""
-    for src, dst in ((job_dir / f"{name}.png", out / f"{name}.png"),
+    for src, dst in ((job_dir / f"{name}.png", out / f"{name}.png"), (job_dir / f"{name}.npy", out / f"{name}.npy"),
                      (job_dir / "traceback.txt", out / f"{name}-traceback.txt")):
         if src.exists():
             os.replace(src, dst)

@@ -24,7 +24,8 @@ import os
 # Only effective before jax is first imported.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from functools import lru_cache, partial
+from functools import lru_cache, partial, wraps
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,7 @@ from common import weights as weight_sets
 from common.backend import BackendBase
 from common.config import LossWeights
 from common.interface import LossParts
+from common.reference import ADAM_BETAS
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
 # Steps per compiled program in ``train`` on the CPU when reports come at least
@@ -47,10 +49,29 @@ STEPS_PER_DISPATCH = 5
 
 # How each precision setting runs the convolutions and the Gram matmul.
 CONV_PRECISION = {"float32": jax.lax.Precision.HIGHEST, "tf32": jax.lax.Precision.DEFAULT,
-                  "bf16": jax.lax.Precision.DEFAULT}
+                  "bf16": jax.lax.Precision.DEFAULT, "float64": jax.lax.Precision.HIGHEST}
 MATMUL_PRECISION = {"float32": jax.lax.Precision.HIGHEST, "tf32": jax.lax.Precision.DEFAULT,
-                    "bf16": jax.lax.Precision.HIGHEST}  # bf16: losses stay strict float32
-COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16}
+                    "bf16": jax.lax.Precision.HIGHEST,  # bf16: losses stay strict float32
+                    "float64": jax.lax.Precision.HIGHEST}
+COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16, "float64": jnp.float64}
+
+
+def x64_as_needed(method):
+    """Run a backend method with JAX's x64 mode set as the backend's precision needs it.
+
+    x64 (64-bit dtypes) is a process-wide JAX setting; a float64 backend needs it
+    on, and a float32 one needs JAX's 32-bit defaults. JAX sets it per thread
+    with a context manager, so each backend sets it around its own calls only:
+    other JAX code in the process, and float32 backends beside a float64 one,
+    see no change. Arrays the backend returns keep their dtype.
+    """
+
+    @wraps(method)
+    def scoped(self, *args, **kwargs):
+        with jax.enable_x64(self.precision == "float64"):
+            return method(self, *args, **kwargs)
+
+    return scoped
 
 
 def abs_(x):
@@ -178,11 +199,54 @@ def adam_with_step_lr(lr: float, lr_decay_epoch: int, lr_decay: float, eps: floa
     Cached, so equal settings give the same object and the compiled step is reused.
     """
     schedule = step_lr(lr, lr_decay_epoch, lr_decay)
-    # optax computes Adam's bias correction 1 - 0.999**t in float32, PyTorch in
-    # float64, so optax's first steps are ~6.5e-6 (relative) shorter; with other
+    # optax computes Adam's bias correction 1 - 0.999**t in JAX's default float
+    # dtype: float32, unless x64 is on (float64 here), PyTorch always in float64.
+    # In float32, optax's first steps are ~6.5e-6 (relative) shorter; with other
     # rounding, Adam's sign-like updates grow that to ~3e-4 in the losses by
     # step 5. Kept: it is what optax users get.
     return optax.adam(schedule, eps=eps)
+
+
+@lru_cache(maxsize=16)
+def reference_adam_with_step_lr(lr: float, lr_decay_epoch: int, lr_decay: float, eps: float):
+    """The reference Adam (``adam="reference"``) chained with StepLR, like ``adam_with_step_lr``."""
+    # Not optax's exponential_decay: it divides the int32 step count, which gives float32
+    # even with x64 on; here lr_decay ** (whole decays) is in JAX's default float, float64 with x64.
+    schedule = lambda count: lr * lr_decay ** (count // lr_decay_epoch)  # noqa: E731
+    return optax.chain(scale_by_reference_adam(eps), optax.scale_by_learning_rate(schedule))
+
+
+class ReferenceAdamState(NamedTuple):
+    count: jax.Array  # finished steps
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def scale_by_reference_adam(eps: float, betas=ADAM_BETAS) -> optax.GradientTransformation:
+    """Adam's direction m_hat / (sqrt(v_hat) + eps) as ``common.reference.adam_step`` writes it,
+    bias corrections included, in the updates' dtype; the learning rate is the next transformation's.
+    """
+    b1, b2 = betas
+
+    def init(params):
+        return ReferenceAdamState(jnp.zeros([], jnp.int32), jax.tree.map(jnp.zeros_like, params),
+                                  jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        count = state.count + 1
+        mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        nu = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * g * g, updates, state.nu)
+
+        def direction(m, v):
+            t = count.astype(m.dtype)
+            m_hat = m / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            return m_hat / (jnp.sqrt(v_hat) + eps)
+
+        return jax.tree.map(direction, mu, nu), ReferenceAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
 
 
 class JaxBackend(BackendBase):
@@ -196,13 +260,15 @@ class JaxBackend(BackendBase):
         # Strict float32 unless asked: on recent NVIDIA GPUs JAX's DEFAULT precision is TF32-class.
         self.matmul_precision = MATMUL_PRECISION[self.precision]
         self.compute_dtype = COMPUTE_DTYPE[self.precision]
-        self.net_def, self.params = self._build_net()
-        transform = self.input_transform()
-        if transform is not None:
-            order, scale, shift = transform
-            self.input_order = np.asarray(order)
-            self.input_scale = jax.device_put(scale, self.jax_device)  # broadcasts over NHWC's last axis
-            self.input_shift = jax.device_put(shift, self.jax_device)
+        self.dtype = jnp.float64 if self.precision == "float64" else jnp.float32  # image, losses, Adam
+        with jax.enable_x64(self.precision == "float64"):  # see x64_as_needed
+            self.net_def, self.params = self._build_net()
+            transform = self.input_transform()
+            if transform is not None:
+                order, scale, shift = transform
+                self.input_order = np.asarray(order)
+                self.input_scale = jax.device_put(scale, self.jax_device)  # broadcasts over NHWC's last axis
+                self.input_shift = jax.device_put(shift, self.jax_device)
         self.has_input_transform = transform is not None
         # Compiled once per shape and static settings. The VGG weights are an
         # argument (not closed over), so they are not baked into each program.
@@ -217,13 +283,14 @@ class JaxBackend(BackendBase):
                                                 rngs=nnx.Rngs(0)))
         net_def, params = nnx.split(abstract)
         # OIHW -> HWIO
-        kernels = {conv.index: np.transpose(self.weights.params[conv.weight_key], (2, 3, 1, 0)) for conv in CONV_LAYERS}
+        kernels = {conv.index: np.transpose(self.weights.params[conv.weight_key], (2, 3, 1, 0)).astype(self.numpy_dtype)
+                   for conv in CONV_LAYERS}
         arrays = {
             "layers": {
                 conv.index: {
                     "kernel": kernels[conv.index],
                     "grad_kernel": input_grad_kernel(kernels[conv.index]),
-                    "bias": np.asarray(self.weights.params[conv.bias_key]),
+                    "bias": np.asarray(self.weights.params[conv.bias_key], self.numpy_dtype),
                 }
                 for conv in CONV_LAYERS
             }
@@ -233,14 +300,16 @@ class JaxBackend(BackendBase):
 
     # --- tensors --------------------------------------------------------------------------
 
+    @x64_as_needed
     def from_numpy(self, x: np.ndarray) -> jax.Array:
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=self.numpy_dtype)
         if x.ndim == 4:
             x = np.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
         return jax.device_put(x, self.jax_device)
 
+    @x64_as_needed
     def to_numpy(self, t) -> np.ndarray:
-        x = np.asarray(jax.device_get(t), dtype=np.float32)
+        x = np.asarray(jax.device_get(t), dtype=self.numpy_dtype)
         return np.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x  # NHWC -> NCHW
 
     def synchronize(self) -> None:
@@ -257,6 +326,7 @@ class JaxBackend(BackendBase):
 
     # --- model and losses -----------------------------------------------------------------
 
+    @x64_as_needed
     def extract_features(self, X, content_layers, style_layers):
         return self._extract_features(self.params, X, plan=self.plan(content_layers, style_layers))
 
@@ -269,21 +339,25 @@ class JaxBackend(BackendBase):
         for layer in plan.layers:
             X = net.layers[layer.index](X)
             if layer.name in wanted:
-                taps[layer.name] = X.astype(jnp.float32)
+                taps[layer.name] = X.astype(self.dtype)  # bf16 computes only inside the network
         return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
 
+    @x64_as_needed
     def gram(self, X):
         num_channels, n = X.shape[-1], X.size // X.shape[-1]
         X = X.reshape((n, num_channels))  # NHWC: channels last, so X.T @ X is torch's X @ X.T
         return jnp.matmul(X.T, X, precision=self.matmul_precision) / (num_channels * n)
 
+    @x64_as_needed
     def content_loss(self, Y_hat, Y):
         # Y is a target: stop_gradient so no gradient flows into the content image.
         return jnp.square(Y_hat - jax.lax.stop_gradient(Y)).mean()
 
+    @x64_as_needed
     def style_loss(self, Y_hat, gram_Y):
         return jnp.square(self.gram(Y_hat) - jax.lax.stop_gradient(gram_Y)).mean()
 
+    @x64_as_needed
     def tv_loss(self, Y_hat):
         return 0.5 * (
             abs_(Y_hat[:, 1:, :, :] - Y_hat[:, :-1, :, :]).mean()
@@ -292,10 +366,12 @@ class JaxBackend(BackendBase):
 
     # --- training -------------------------------------------------------------------------
 
+    @x64_as_needed
     def init_state(self, X, contents_Y, styles_Y, config) -> JaxState:
-        tx = adam_with_step_lr(config.lr, config.lr_decay_epoch, config.lr_decay, config.adam_eps)
+        adam = reference_adam_with_step_lr if config.adam == "reference" else adam_with_step_lr
+        tx = adam(config.lr, config.lr_decay_epoch, config.lr_decay, config.adam_eps)
         # Copies: the compiled step donates the state's buffers, never the caller's arrays.
-        X = jnp.array(X, dtype=jnp.float32, copy=True)
+        X = jnp.array(X, dtype=self.dtype, copy=True)
         styles_Y_gram = [self.gram(Y) for Y in styles_Y]
         # tx.init's step counts would be uncommitted, default-device arrays: put them on ours
         # (else the second step compiles again, and on a GPU machine device="cpu" would split).
@@ -329,16 +405,21 @@ class JaxBackend(BackendBase):
         """``num_steps`` steps in one program, unrolled; the losses stacked along a new first axis."""
         return jax.lax.scan(lambda state, _: self._step(params, state), state, length=num_steps, unroll=True)
 
+    @x64_as_needed
     def train_step(self, state: JaxState):
         """One compiled step; ``state`` is donated: use only the returned one afterwards."""
         return self._train_step(self.params, state)
 
+    @x64_as_needed
     def loss_and_grad(self, state: JaxState):
         return self._loss_and_grad(self.params, state)
 
     def current_image(self, state: JaxState):
         return state.X
 
+    compute_loss = x64_as_needed(BackendBase.compute_loss)
+
+    @x64_as_needed
     def train_steps(self, state: JaxState, num_steps: int):
         """Whole groups of ``steps_per_dispatch`` steps as one compiled, unrolled program each (one
         ``LossParts``, stacked, per group); the rest step by step, so one multi-step program is ever compiled.

@@ -28,6 +28,7 @@ from common import weights as weight_sets  # noqa: E402
 from common.backend import BackendBase  # noqa: E402
 from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
+from common.reference import ADAM_BETAS  # noqa: E402
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, keras_name  # noqa: E402
 
 # Native weights are Keras' ImageNet VGG19 file (common/keras_weights.py), downloaded
@@ -68,7 +69,10 @@ class TensorFlowBackend(BackendBase):
         # Strict float32 unless asked: TensorFlow uses TF32 for convolutions and matmuls by default.
         tf.config.experimental.enable_tensor_float_32_execution(self.precision == "tf32")
         # bf16: Keras mixed precision, per layer (no global policy): bfloat16 compute, float32 variables.
-        self.dtype_policy = keras.DTypePolicy("mixed_bfloat16" if self.precision == "bf16" else "float32")
+        # float64: float64 layers, variables and image.
+        self.dtype = tf.float64 if self.precision == "float64" else tf.float32
+        self.dtype_policy = keras.DTypePolicy({"bf16": "mixed_bfloat16", "float64": "float64"}.get(self.precision,
+                                                                                                  "float32"))
         self.jit_compile = JIT_COMPILE
         with tf.device(self.device):
             self.net = self._build_net()
@@ -82,7 +86,13 @@ class TensorFlowBackend(BackendBase):
 
     def _build_net(self) -> list:
         """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
-        vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+        # keras.applications takes no dtype: its layers are built under our policy, which is then restored.
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)
+        try:
+            vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
         vgg.trainable = False
         net = []
         for layer in VGG19_LAYERS:
@@ -107,7 +117,7 @@ class TensorFlowBackend(BackendBase):
     # --- tensors --------------------------------------------------------------------------
 
     def from_numpy(self, x: np.ndarray) -> tf.Tensor:
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x, dtype=self.numpy_dtype)
         if x.ndim == 4:
             x = np.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
         with tf.device(self.device):
@@ -115,7 +125,7 @@ class TensorFlowBackend(BackendBase):
 
     def to_numpy(self, t) -> np.ndarray:
         if isinstance(t, (tf.Tensor, tf.Variable)):
-            t = tf.cast(t, tf.float32).numpy()
+            t = tf.cast(t, self.dtype).numpy()
         t = np.asarray(t)
         if t.ndim == 4:
             t = np.transpose(t, (0, 3, 1, 2))  # NHWC -> NCHW
@@ -146,7 +156,7 @@ class TensorFlowBackend(BackendBase):
             for layer in plan.layers:
                 X = self.net[layer.index](X)
                 if layer.name in wanted:
-                    taps[layer.name] = tf.cast(X, tf.float32)
+                    taps[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
         return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
 
     def gram(self, X):
@@ -171,11 +181,16 @@ class TensorFlowBackend(BackendBase):
 
     def init_state(self, X, contents_Y, styles_Y, config) -> TensorFlowState:
         with tf.device(self.device):
-            gen_img = tf.Variable(tf.cast(X, tf.float32), name="gen_img")
-            lr = step_lr(config.lr, config.lr_decay_epoch, config.lr_decay)
-            # Keras adds epsilon to sqrt(v) before v's bias correction ("epsilon hat"),
-            # PyTorch after it: the same adam_eps weighs 1/sqrt(1 - 0.999**t) times more here.
-            trainer = keras.optimizers.Adam(learning_rate=lr, epsilon=config.adam_eps)
+            gen_img = tf.Variable(tf.cast(X, self.dtype), name="gen_img")
+            if config.adam == "reference":
+                lr = StepLR(config.lr, config.lr_decay_epoch, config.lr_decay, dtype=self.dtype)
+                trainer = ReferenceAdam(learning_rate=lr, epsilon=config.adam_eps)
+            else:
+                # Keras adds epsilon to sqrt(v) before v's bias correction ("epsilon hat"),
+                # PyTorch after it: the same adam_eps weighs 1/sqrt(1 - 0.999**t) times more here.
+                # Its schedule computes the lr in float32 (Keras' floatx), whatever the image's dtype.
+                lr = step_lr(config.lr, config.lr_decay_epoch, config.lr_decay)
+                trainer = keras.optimizers.Adam(learning_rate=lr, epsilon=config.adam_eps)
             trainer.build([gen_img])  # Adam's moments, created now rather than inside tf.function
             styles_Y_gram = [self.gram(Y) for Y in styles_Y]
         state = TensorFlowState(
@@ -246,6 +261,59 @@ def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> keras.optimizers
     return keras.optimizers.schedules.ExponentialDecay(
         lr, decay_steps=lr_decay_epoch, decay_rate=lr_decay, staircase=True
     )
+
+
+class StepLR(keras.optimizers.schedules.LearningRateSchedule):
+    """``step_lr`` computed in ``dtype`` throughout, for the reference Adam.
+
+    ExponentialDecay, even given a float64 initial lr, rounds the decay rate to
+    float32 (0.3 * 0.8 gives 0.24000000358): float64 runs part ways at the first decay.
+    """
+
+    def __init__(self, lr: float, lr_decay_epoch: int, lr_decay: float, dtype=tf.float32):
+        self.lr, self.lr_decay_epoch, self.lr_decay, self.dtype = lr, lr_decay_epoch, lr_decay, dtype
+
+    def __call__(self, step):
+        decays = tf.cast(step // self.lr_decay_epoch, self.dtype)
+        return tf.constant(self.lr, self.dtype) * tf.constant(self.lr_decay, self.dtype) ** decays
+
+    def get_config(self):
+        return {"lr": self.lr, "lr_decay_epoch": self.lr_decay_epoch, "lr_decay": self.lr_decay,
+                "dtype": tf.as_dtype(self.dtype).name}
+
+
+class ReferenceAdam(keras.optimizers.Optimizer):
+    """Adam as ``common.reference.adam_step`` writes it, in the variable's dtype (``adam="reference"``).
+
+    Keras' own Adam differs in one place: it adds epsilon to sqrt(v) before v's bias correction.
+    """
+
+    def __init__(self, learning_rate, epsilon: float, betas=ADAM_BETAS, name="reference_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1, self.beta_2 = betas
+        self.epsilon = epsilon
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m = [self.add_variable_from_reference(v, "m") for v in var_list]
+        self._v = [self.add_variable_from_reference(v, "v") for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        b1, b2 = self.beta_1, self.beta_2
+        index = self._get_variable_index(variable)
+        m, v = self._m[index], self._v[index]
+        lr = tf.cast(learning_rate, variable.dtype)
+        t = tf.cast(self.iterations + 1, variable.dtype)
+        m.assign(b1 * m + (1 - b1) * gradient)
+        v.assign(b2 * v + (1 - b2) * gradient * gradient)
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        variable.assign_sub(lr * (m_hat / (tf.sqrt(v_hat) + self.epsilon)))
+
+    def get_config(self):
+        return {**super().get_config(), "betas": (self.beta_1, self.beta_2), "epsilon": self.epsilon}
 
 
 def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:

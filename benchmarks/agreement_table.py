@@ -2,6 +2,7 @@
 
     python benchmarks/agreement_table.py            # all installed backends, float32 on the CPU
     python benchmarks/agreement_table.py --json runs/agreement.json
+    python benchmarks/agreement_table.py --precision float64 --adam stock,reference   # the float64 rows
 
 Every entry is max |a - b| / max(|a|, |b|) over all elements and cases, with the
 same NumPy inputs fed to each backend. "numpy" is common/reference.py in float64.
@@ -20,22 +21,25 @@ import numpy as np  # noqa: E402
 
 import backends  # noqa: E402
 from common import agreement, atomic, reference, strict_json  # noqa: E402
-from common.images import postprocess_array  # noqa: E402
+from common.images import postprocess_array, postprocess_float  # noqa: E402
 from common.report import psnr  # noqa: E402
-from common.config import D2L  # noqa: E402
+from common.config import ADAM_FORMULAS, D2L  # noqa: E402
 
 TRAIN_EPOCHS = 20
 
 
-def measure(names: list[str]) -> dict[str, dict[str, float]]:
-    """{quantity: {"a vs b": max relative error}}."""
+def measure(names: list[str], precision: str = "float32", adams=("stock",)) -> dict[str, dict[str, float]]:
+    """{quantity: {"a vs b": max relative error}}; quantities are labelled with a precision other
+    than float32 and an Adam other than stock."""
     made = {}
     for name in names:
-        made[name, "random"] = backends.get_backend(name, weights="random", device="cpu")
-        made[name, "bundled"] = backends.get_backend(name, weights="bundled", device="cpu")
+        made[name, "random"] = backends.get_backend(name, weights="random", device="cpu", precision=precision)
+        made[name, "bundled"] = backends.get_backend(name, weights="bundled", device="cpu", precision=precision)
     table: dict[str, dict[str, float]] = {}
+    label = "" if precision == "float32" else f", {precision}"
 
     def record(quantity, pair, diff):
+        quantity += label
         key = f"{pair[0]} vs {pair[1]}"
         table.setdefault(quantity, {})[key] = max(table.get(quantity, {}).get(key, 0.0), diff.rel)
 
@@ -66,11 +70,12 @@ def measure(names: list[str]) -> dict[str, dict[str, float]]:
             b = made[name, weights]
             results[name, weights, "features"] = agreement.features(b, content_x, names_all)
             results[name, weights, "grad"] = agreement.loss_and_grad(b, content_x, style_x, config)
-        b = made[name, "bundled"]
-        run = list(agreement.steps(b, content_x, style_x, config, TRAIN_EPOCHS))
-        results[name, "step"] = run[0][1]
-        results[name, "history"] = np.array([losses for losses, _ in run])
-        results[name, "final"] = run[-1][1]
+        for adam in adams:
+            run = list(agreement.steps(made[name, "bundled"], content_x, style_x, config.replace(adam=adam),
+                                       TRAIN_EPOCHS))
+            results[name, adam, "step"] = run[0][1]
+            results[name, adam, "history"] = np.array([losses for losses, _ in run])
+            results[name, adam, "final"] = run[-1][1]
     for a, b in itertools.combinations(names, 2):
         for weights in ("random", "bundled"):
             for layer in names_all:
@@ -78,13 +83,22 @@ def measure(names: list[str]) -> dict[str, dict[str, float]]:
                        agreement.difference(results[a, weights, "features"][layer], results[b, weights, "features"][layer]))
             record(f"loss ({weights})", (a, b), agreement.difference(results[a, weights, "grad"][0], results[b, weights, "grad"][0]))
             record(f"gradient ({weights})", (a, b), agreement.difference(results[a, weights, "grad"][1], results[b, weights, "grad"][1]))
-        record("image after 1 Adam step", (a, b), agreement.difference(results[a, "step"], results[b, "step"]))
-        for k, part in enumerate(("content", "style", "tv", "total")):
-            per_epoch = [agreement.difference(results[a, "history"][:, k], results[b, "history"][:, k])]
-            record(f"{TRAIN_EPOCHS}-epoch loss history", (a, b), max(per_epoch, key=lambda d: d.rel))
-        record(f"image after {TRAIN_EPOCHS} epochs", (a, b), agreement.difference(results[a, "final"], results[b, "final"]))
-        pixels = [np.asarray(postprocess_array(results[n, "final"])) for n in (a, b)]
-        table.setdefault(f"PSNR after {TRAIN_EPOCHS} epochs, dB (higher is closer)", {})[f"{a} vs {b}"] = psnr(*pixels)
+        for adam in adams:
+            training = lambda quantity: quantity + ("" if adam == "stock" else f", {adam} Adam")  # noqa: E731
+            record(training("image after 1 Adam step"), (a, b),
+                   agreement.difference(results[a, adam, "step"], results[b, adam, "step"]))
+            history_a, history_b = results[a, adam, "history"], results[b, adam, "history"]
+            per_part = [agreement.difference(history_a[:, k], history_b[:, k]) for k in range(history_a.shape[1])]
+            record(training(f"{TRAIN_EPOCHS}-epoch loss history"), (a, b), max(per_part, key=lambda d: d.rel))
+            record(training(f"image after {TRAIN_EPOCHS} epochs"), (a, b),
+                   agreement.difference(results[a, adam, "final"], results[b, adam, "final"]))
+            if precision == "float64":  # 8-bit images would be identical: PSNR of the float images
+                images = [postprocess_float(results[n, adam, "final"]) for n in (a, b)]
+                quantity = f"PSNR after {TRAIN_EPOCHS} epochs, float images, dB (higher is closer)"
+            else:
+                images = [np.asarray(postprocess_array(results[n, adam, "final"])) for n in (a, b)]
+                quantity = f"PSNR after {TRAIN_EPOCHS} epochs, dB (higher is closer)"
+            table.setdefault(training(quantity) + label, {})[f"{a} vs {b}"] = psnr(*images)
     return table
 
 
@@ -100,10 +114,16 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default=",".join(backends.NAMES), help="comma-separated backends")
+    parser.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--adam", default="stock", help="comma-separated Adam formulas for the training rows: "
+                                                        + ", ".join(ADAM_FORMULAS))
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     names = [n for n in args.backends.split(",") if not backends.why_unavailable(n)]
-    table = measure(names)
+    adams = [a for a in args.adam.split(",") if a]
+    if not adams or any(a not in ADAM_FORMULAS for a in adams):
+        parser.exit(2, f"agreement_table.py: error: --adam takes {', '.join(ADAM_FORMULAS)}, got {args.adam!r}\n")
+    table = measure(names, args.precision, adams)
     print(markdown(table))
     if args.json:
         atomic.write_text(args.json, strict_json.dumps(table, indent=1))

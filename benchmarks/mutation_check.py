@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_agreement.py", "tests/test_reference.py", "tests/test_contract.py",
          "tests/test_torch_backend.py", "tests/test_tensorflow_backend.py", "tests/test_jax_backend.py",
-         "tests/test_keras_file_backends.py"]
+         "tests/test_keras_file_backends.py", "tests/test_float64.py"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ MUTATIONS = (
              (("return optax.adam(schedule, eps=eps)", "return optax.adam(schedule, eps=1e-7)"),)),
     Mutation("pre-relu-tap", "torch: relu taps read the conv output before the ReLU", "backends/torch_backend.py",
              (("X = self.net[layer.index](X)", "X, before = self.net[layer.index](X), X"),
-              ("taps[layer.name] = X.float()", "taps[layer.name] = (before if layer.kind == 'relu' else X).float()"))),
+              ("taps[layer.name] = X.to(self.dtype)",
+               "taps[layer.name] = (before if layer.kind == 'relu' else X).to(self.dtype)"))),
     Mutation("steplr-off-by-one", "torch: scheduler stepped before the optimizer", "backends/torch_backend.py",
              (("        state.trainer.step()\n        state.scheduler.step()\n",
                "        state.scheduler.step()\n        state.trainer.step()\n"),)),
@@ -56,6 +57,15 @@ MUTATIONS = (
     Mutation("caffe-rgb", "torch: bundled (Caffe) weights fed RGB instead of BGR", "backends/torch_backend.py",
              (("X = X[:, self.input_order] * self.input_scale + self.input_shift",
                "X = X * self.input_scale + self.input_shift"),)),
+    # Formula differences that only float64 can see: every test above passes with them in float32.
+    Mutation("reference-eps-hat", "tensorflow: reference Adam adds eps before v's bias correction (Keras' own)",
+             "backends/tensorflow_backend.py",
+             (("variable.assign_sub(lr * (m_hat / (tf.sqrt(v_hat) + self.epsilon)))",
+               "variable.assign_sub(lr * (m_hat / ((tf.sqrt(v) + self.epsilon) / tf.sqrt(1 - b2**t))))"),)),
+    Mutation("reference-lr-float32", "jax: reference Adam's StepLR from optax (lr computed in float32)",
+             "backends/jax_backend.py",
+             (("schedule = lambda count: lr * lr_decay ** (count // lr_decay_epoch)  # noqa: E731",
+               "schedule = step_lr(lr, lr_decay_epoch, lr_decay)"),)),
 )
 
 
@@ -90,7 +100,10 @@ def run(mutation: Mutation) -> tuple[list[str], str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated mutation names")
+    parser.add_argument("--tests", help="comma-separated test files instead of all (a quicker, partial check)")
     args = parser.parse_args()
+    if args.tests:
+        TESTS[:] = args.tests.split(",")
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only.split(",")]
     print("| mutation | caught | by (first tests) |\n|---|---:|---|")
     uncaught = 0

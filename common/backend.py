@@ -17,7 +17,7 @@ import numpy as np
 from common import devices, images, weights as weight_sets
 from common.config import LossWeights, StyleTransferConfig
 from common.errors import DivergedError, UserError
-from common.interface import PRECISIONS, Callback, LossParts, StepReport
+from common.interface import PRECISIONS, Callback, LossParts, StepReport, working_dtype
 from common.vgg import TAP_READINGS, FeaturePlan, feature_plan
 
 
@@ -38,6 +38,7 @@ class BackendBase:
         if taps not in TAP_READINGS:
             raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {taps!r}")
         self.precision = precision
+        self.numpy_dtype = working_dtype(precision)  # what from_numpy makes and to_numpy returns
         self.taps = taps
         self.weights = weight_sets.resolve(weights, native=self.load_native_weights)
         self.loss_weights = (loss_weights or self.weights.loss_weights).validate()
@@ -72,8 +73,8 @@ class BackendBase:
         convention = self.weights.convention
         if convention.is_identity:
             return None
-        scale = np.asarray(convention.scale, dtype=np.float32)
-        shift = np.asarray(convention.shift, dtype=np.float32)
+        scale = np.asarray(convention.scale, dtype=self.numpy_dtype)
+        shift = np.asarray(convention.shift, dtype=self.numpy_dtype)
         return list(convention.order), scale, shift
 
     def preprocess(self, img, image_shape: tuple[int, int]):

@@ -21,6 +21,8 @@ CONTENT_LAYERS: tuple[int, ...] = (25,)
 MIN_SIDE = 32
 MAX_SIDE = 4096
 
+ADAM_FORMULAS: tuple[str, ...] = ("stock", "reference")
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -54,6 +56,9 @@ class StyleTransferConfig:
     lr_decay: float = 0.8
     # Adam's epsilon, set explicitly: PyTorch and optax default to 1e-8, Keras to 1e-7.
     adam_eps: float = 1e-8
+    # "stock": each framework's own Adam, as its users run it; "reference": one formula in all
+    # three (common/adam.py), so that float64 runs agree to rounding.
+    adam: str = "stock"
     # None means "the weight set's own defaults" (see common/weights.py).
     loss_weights: LossWeights | None = None
     content_layers: tuple[int, ...] = CONTENT_LAYERS
@@ -73,6 +78,8 @@ class StyleTransferConfig:
         if self.lr_decay > 1:
             raise UserError(f"lr_decay must be in (0, 1], got {self.lr_decay!r}")
         _check_positive("adam_eps", self.adam_eps)
+        if self.adam not in ADAM_FORMULAS:
+            raise UserError(f"adam must be one of {', '.join(ADAM_FORMULAS)}, got {self.adam!r}")
         _check_positive_int("num_epochs", self.num_epochs)
         _check_positive_int("lr_decay_epoch", self.lr_decay_epoch)
         if self.loss_weights is not None:

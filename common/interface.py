@@ -27,7 +27,13 @@ from common.weights import WeightSet
 
 Tensor = Any
 State = Any
-PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bf16")
+PRECISIONS: tuple[str, ...] = ("float32", "tf32", "bf16", "float64")
+
+
+def working_dtype(precision: str) -> type[np.floating]:
+    """The dtype of the image, the features, the losses and the optimizer state (bf16 computes
+    only inside the network; float64 is float64 throughout)."""
+    return np.float64 if precision == "float64" else np.float32
 
 
 class LossParts(NamedTuple):

@@ -47,3 +47,23 @@ def compute_loss(
     styles_l = [style_loss(Y_hat, Y) * loss_weights.style for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
     tv_l = tv_loss(X) * loss_weights.tv
     return contents_l, styles_l, tv_l, sum(styles_l + contents_l + [tv_l])
+
+
+# Adam's decay rates: every framework's default, and the paper's.
+ADAM_BETAS = (0.9, 0.999)
+
+
+def adam_step(X, grad, m, v, t: int, lr: float, eps: float, betas=ADAM_BETAS):
+    """One step of the reference Adam (``config.adam == "reference"``): PyTorch's and optax's formula.
+
+    ``t`` counts from 1. Each backend writes these same lines in its framework,
+    in the image's dtype: the moments, both bias corrections, then eps added
+    *after* sqrt(v_hat) (Keras' stock Adam adds it before the bias correction).
+    Returns the new (X, m, v).
+    """
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad * grad
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    return X - lr * (m_hat / (np.sqrt(v_hat) + eps)), m, v

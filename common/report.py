@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common import atomic
+from common.images import postprocess_float
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -29,17 +30,23 @@ def finished(results: list[dict]) -> list[dict]:
 
 
 def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
-    """Max absolute pixel difference and PSNR between each pair of finished backends.
+    """Max absolute pixel difference and PSNR between each pair of finished backends, and PSNR of
+    the float images (before rounding to 8 bits) where both were saved.
 
     Identical images have an infinite PSNR, which JSON cannot hold: ``psnr_db`` is then None and ``identical`` True.
     """
     pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished(results)}
+    floats = {name: postprocess_float(np.load(out_dir / f"{name}.npy")) for name in pixels
+              if (out_dir / f"{name}.npy").exists()}
     rows = []
     for a, b in itertools.combinations(pixels, 2):
         diff = np.abs(pixels[a].astype(np.int16) - pixels[b].astype(np.int16))
         db = psnr(pixels[a], pixels[b])
+        float_db = psnr(floats[a], floats[b]) if a in floats and b in floats else None
         rows.append({"pair": [a, b], "max_abs_pixel_diff": int(diff.max()),
-                     "psnr_db": db if math.isfinite(db) else None, "identical": not math.isfinite(db)})
+                     "psnr_db": db if math.isfinite(db) else None, "identical": not math.isfinite(db),
+                     "float_psnr_db": float_db if float_db is None or math.isfinite(float_db) else None,
+                     "float_identical": float_db is not None and not math.isfinite(float_db)})
     return rows
 
 
@@ -74,10 +81,12 @@ def summary_table(results: list[dict]) -> str:
 def agreement_table(rows: list[dict]) -> str:
     if not rows:
         return "(fewer than two backends finished)\n"
-    lines = ["| pair | max abs pixel diff (0-255) | PSNR dB |", "|---|---:|---:|"]
+    lines = ["| pair | max abs pixel diff (0-255) | PSNR dB | PSNR dB, float images |", "|---|---:|---:|---:|"]
     for row in rows:
         db = "identical" if row.get("psnr_db") is None else f"{row['psnr_db']:.1f}"
-        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {db} |")
+        float_db = ("identical" if row.get("float_identical") else "-" if row.get("float_psnr_db") is None
+                    else f"{row['float_psnr_db']:.1f}")
+        lines.append(f"| {' vs '.join(row['pair'])} | {row['max_abs_pixel_diff']} | {db} | {float_db} |")
     return "\n".join(lines) + "\n"
 
 

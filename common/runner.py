@@ -88,7 +88,8 @@ def run(job: dict, started: float) -> dict:
     """Run one backend as ``job`` describes; ``started`` is when the process began work."""
     import backends  # no framework yet
     from common import images
-    from common.stylize import stylize
+    from common.images import postprocess_array
+    from common.stylize import stylize_array
 
     name = job["backend"]
     config = config_from_dict(job["config"])
@@ -113,14 +114,15 @@ def run(job: dict, started: float) -> dict:
         progress = Progress(name, config.num_epochs, quiet=job.get("quiet", False), run=(repeat, job.get("repeat", 1)))
         run_start = time.perf_counter()
         progress.start(run_start)
-        image, history = stylize(backend, content, style, config, callback=progress, report_every=1)
+        X, history = stylize_array(backend, content, style, config, callback=progress, report_every=1)
         backend.synchronize()
         total_s = time.perf_counter() - run_start
         progress.close()
         runs.append({"step_s": progress.step_s, "first_step_s": progress.first_step_s, "total_s": total_s})
 
     out = Path(job["out_dir"])
-    image.save(out / f"{name}.png")
+    postprocess_array(X).save(out / f"{name}.png")
+    np.save(out / f"{name}.npy", X)  # the float image: agreement beyond 8 bits (report.image_agreement)
     steady = [s for r in runs for s in r["step_s"][job.get("warmup", 5):]] or [s for r in runs for s in r["step_s"]]
     return {
         "backend": name,

@@ -70,3 +70,23 @@ HISTORY = {"same": 1e-2, "keras": 3e-2}
 # the image is judged as a whole: PSNR of the 8-bit images, measured 44.7 dB
 # torch-jax and 34.2 dB with TensorFlow (a minimum, unlike the others).
 FINAL_PSNR_DB = {"same": 40.0, "keras": 30.0}
+
+# --- float64 (precision="float64") ------------------------------------------------------------
+
+# Small image, few epochs: enough steps for every part of Adam and the schedule to act, fast in CI.
+FLOAT64_IMAGE_SHAPE = (32, 48)
+FLOAT64_EPOCHS = 20
+FLOAT64_LR_DECAY_EPOCH = 8  # two lr decays inside the 20 epochs
+
+# With the reference Adam in float64, the three backends' loss histories and images after
+# 20 epochs at 32x48 (random weights, lr decays at epochs 8 and 16): measured <= 2.5e-16
+# (losses) and 5.2e-15 (image), torch-tensorflow and torch-jax (tensorflow-jax measured 2.8e-15 without lr decays). The tolerance leaves ~200x over that and sits
+# far below the smallest formula difference found: a float32-computed lr (optax's StepLR:
+# 3.6e-8 apart after 20 epochs; Keras' ExponentialDecay, even given a float64 lr: 1.6e-9 at
+# the first decayed epoch, 1.2e-8 by epoch 20); Keras' epsilon hat and any change of a loss
+# are larger still.
+FLOAT64_TRAJECTORY = 1e-12
+
+# Each backend's first three reference-Adam steps against common.reference.adam_step fed the
+# backend's own gradient: passed at 1e-13 on all three (a few roundings per step, ~1e-16 each).
+FLOAT64_ADAM_STEP = 1e-13
