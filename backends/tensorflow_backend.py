@@ -9,6 +9,7 @@ synthesized image is the only ``tf.Variable`` trained; Keras' Adam with an
 from __future__ import annotations
 
 import os
+import platform
 import re
 import socket
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ from typing import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Keras 3 runs on whichever framework KERAS_BACKEND names; this backend needs TensorFlow.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# oneDNN's convolutions on every x86 CPU, unless the user chose. TensorFlow's own default
+# (DefaultOneDnnPolicy in tensorflow/core/util/port.cc) turns them on only for CPUs with
+# AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX: on an AVX2-only EPYC its convolutions were then
+# Eigen's, 1.6x slower than on an AVX-512 one (benchmarks/RESULTS.md, "TensorFlow on AVX2").
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -134,6 +141,23 @@ class TensorFlowBackend(BackendBase):
         if not self.device.startswith("/GPU"):
             return None
         return tf.config.experimental.get_memory_info(self.device.lstrip("/"))["peak"]
+
+    def speed_settings(self) -> dict:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return {"onednn": _pywrap_util_port.IsMklEnabled(), "jit_compile": self.jit_compile,
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+
+    def square_matmul(self, n: int):
+        with tf.device(self.device):
+            a = tf.cast(tf.random.normal((n, n), seed=0), self.dtype_policy.compute_dtype)
+
+        def product():
+            with tf.device(self.device):
+                return tf.linalg.matmul(a, a)
+
+        return product
 
     # --- model and losses -----------------------------------------------------------------
 

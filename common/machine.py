@@ -12,7 +12,9 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 # The instruction-set flags (as /proc/cpuinfo spells them) that change which kernels
 # oneDNN, XLA and Eigen pick, and so both speed and float32 rounding.
@@ -102,3 +104,49 @@ def summary(m: dict) -> str:
     gpus = ", ".join(m.get("gpus") or []) or "no GPU"
     return (f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, ISA {' '.join(m.get('isa') or []) or '?'}; "
             f"{threads}; {gpus}")
+
+
+# --- the peak: how fast this machine multiplies matrices ---------------------------------
+
+# Square sizes timed for the peak. Several, because the best size differs between
+# libraries and caches; large enough that one product's dispatch costs nothing.
+CPU_PEAK_SIZES = (1024, 2048)
+GPU_PEAK_SIZES = (4096, 8192)
+
+
+def best_matmul_flops(square_matmul: Callable[[int], Callable[[], object]], wait: Callable[[object], None],
+                      sizes=CPU_PEAK_SIZES, blocks: int = 5, block_s: float = 0.25) -> float:
+    """The best FLOP/s of n x n matrix products over ``sizes``, each timed in ``blocks`` blocks.
+
+    ``square_matmul(n)`` returns a function that queues one product and returns its result;
+    ``wait(result)`` waits until it (and everything queued before it) is done. The best block, not
+    the median: a peak is what the hardware can do, and noise from other processes only slows it.
+    """
+    best = 0.0
+    for n in sizes:
+        product = square_matmul(n)
+        start = time.perf_counter()
+        wait(product())  # warm-up: allocation, compilation, thread start
+        wait(product())
+        per_product = max(time.perf_counter() - start, 1e-9) / 2
+        count = max(1, round(block_s / per_product))
+        for _ in range(blocks):
+            start = time.perf_counter()
+            for _ in range(count):
+                out = product()
+            wait(out)
+            best = max(best, 2.0 * n**3 * count / (time.perf_counter() - start))
+    return best
+
+
+def numpy_matmul_flops(precision: str = "float32") -> float | None:
+    """NumPy's (its BLAS's) float32 sgemm rate; None for bf16, which NumPy has not."""
+    if precision == "bf16":
+        return None
+    import numpy as np
+
+    def square_matmul(n):
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        return lambda: a @ a
+
+    return best_matmul_flops(square_matmul, wait=lambda out: None)
