@@ -46,7 +46,8 @@ DOWNLOAD_TIMEOUT_S = 30
 # on 2 shared CPU cores, seconds per step after 4 warm-up steps, best / median of
 # 5-step blocks taken in turn: tf.function 0.26 / 0.32, tf.function(jit_compile=
 # True) 0.31 / 0.61 (two runs agreed), and XLA's first step takes 2-4 s, not 1 s.
-JIT_COMPILE = False
+JIT_COMPILE = os.environ.get('EXPERIMENT_JIT') == '1'
+EXPERIMENT_CONST = os.environ.get('EXPERIMENT_CONST') == '1'
 
 
 @dataclass
@@ -169,7 +170,12 @@ class TensorFlowBackend(BackendBase):
             if self.has_input_transform:
                 X = tf.gather(X, self.input_order, axis=-1) * self.input_scale + self.input_shift
             for layer in plan.layers:
-                X = self.net[layer.index](X)
+                if EXPERIMENT_CONST and layer.kind == "conv" and self.precision != "bf16":
+                    kernel = np.transpose(self.weights.params[layer.weight_key], (2, 3, 1, 0))
+                    X = tf.nn.bias_add(tf.nn.conv2d(X, tf.constant(kernel), 1, "SAME"),
+                                       tf.constant(self.weights.params[layer.bias_key]))
+                else:
+                    X = self.net[layer.index](X)
                 if layer.name in wanted:
                     taps[layer.name] = tf.cast(X, tf.float32)
         return [taps[name] for name in plan.content], [taps[name] for name in plan.style]

@@ -78,6 +78,16 @@ def time_blocks(run, sync, warmup: int, steps: int, blocks: int) -> list[float]:
     return per_step
 
 
+def plan_arg(text: str) -> tuple[int, int, int]:
+    try:
+        warmup, steps, blocks = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WARMUP,STEPS,BLOCKS (three integers), got {text!r}") from None
+    if warmup < 0 or steps < 1 or blocks < 1:
+        raise argparse.ArgumentTypeError(f"need WARMUP >= 0, STEPS >= 1 and BLOCKS >= 1, got {text!r}")
+    return warmup, steps, blocks
+
+
 def plan_for(image_shape, on_gpu: bool) -> tuple[int, int, int]:
     """(warm-up steps, steps per block, blocks): fewer at large sizes on a CPU."""
     if on_gpu:  # milliseconds a step: long blocks, so that one synchronisation costs nothing
@@ -167,7 +177,7 @@ def backend_steps(name: str, precision: str, image_shape):
     return run, sync, backend
 
 
-def worker(name: str, precision: str, sizes) -> dict:
+def worker(name: str, precision: str, sizes, plan=None) -> dict:
     if name == "naive":
         precision = "float32"  # the plain listing knows no other; its row says so
     from common.machine import cpu_name
@@ -182,7 +192,7 @@ def worker(name: str, precision: str, sizes) -> dict:
             run, sync, backend = backend_steps(name, precision, image_shape)
             gpu_name, settings = backend.device_name(), backend.speed_settings()
         device = gpu_name or device
-        warmup, steps, blocks = plan_for(image_shape, on_gpu=gpu_name is not None)
+        warmup, steps, blocks = plan or plan_for(image_shape, on_gpu=gpu_name is not None)
         times = time_blocks(run, sync, warmup, steps, blocks)
         rows.append({"size": list(image_shape), "ms_per_step": 1e3 * statistics.median(times),
                      "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times), "blocks": blocks, "steps_per_block": steps,
@@ -235,7 +245,14 @@ def markdown(report: dict) -> str:
     from common import machine
 
     results = report["results"]
+    done = [res for res in results if "error" not in res]
+    timing = "; ".join(sorted({f"{r['size'][0]}x{r['size'][1]}: {r['blocks']} blocks of {r['steps_per_block']} steps"
+                               for res in done for r in res["rows"]}))
+    versions = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in res["versions"].items()) for res in done}))
     lines = [f"Machine: {machine.summary(report['machine'])}.  ",
+             f"Command: `python benchmarks/step_benchmark.py {report['command']}`; {report['peak']['rounds']} round(s), "
+             f"backends interleaved, each in its own process; per size the median block ({timing}).  ",
+             f"Versions: {versions}.  ",
              peak_text(report["peak"]), "",
              "| backend | precision | size | ms/step (min-max) | each run | GFLOP/step | GFLOP/s | of peak | faster than naive | each run |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
@@ -284,6 +301,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here, and the table beside it (.md)")
     parser.add_argument("--repeat", type=int, default=1, choices=range(1, 11), metavar="N",
                         help="run every backend N times, interleaved; report the median run's ms/step and the range")
+    parser.add_argument("--plan", type=plan_arg, metavar="WARMUP,STEPS,BLOCKS",
+                        help="steps to warm up, steps per timed block, blocks; default: by size and device (plan_for)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--peak", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -296,7 +315,7 @@ def main() -> int:
         print(json.dumps({"gflops": flops / 1e9 if flops else None}))
         return 0
     if args.worker:
-        print(json.dumps(worker(args.worker, args.precision, sizes)))
+        print(json.dumps(worker(args.worker, args.precision, sizes, args.plan)))
         return 0
     from common import machine
 
@@ -311,7 +330,9 @@ def main() -> int:
                 peaks[source].append(found["gflops"])
         for name in args.backends:
             print(f"timing {name} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
-            result = _worker_json(["--worker", name, "--sizes", args.sizes, "--precision", args.precision], env, name)
+            plan = ["--plan", ",".join(map(str, args.plan))] if args.plan else []
+            result = _worker_json(["--worker", name, "--sizes", args.sizes, "--precision", args.precision, *plan],
+                                  env, name)
             runs[name].append({"backend": name, "precision": args.precision, **result})
     by_source = {source: max(found, default=None) for source, found in peaks.items()}
     if not any(by_source.values()):

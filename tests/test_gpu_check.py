@@ -75,13 +75,13 @@ def test_a_tiny_rehearsal_runs_the_whole_check_on_the_cpu(tmp_path):
 
     require("torch")
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--smoke", "--backends", "torch",
-                          "--out", str(tmp_path / "gpu")], capture_output=True, text=True, timeout=600)
+                          "--out", str(tmp_path / "gpu")], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
     import json
 
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
     assert [(r["backend"], r["precision"]) for r in rows] == [("torch", p) for p in ("float32", "tf32", "bf16")]
-    assert all(r["ms_per_step"] > 0 and r["matmul_peak_tflops"] > 0 for r in rows), rows
+    assert all("error" not in r and r["ms_per_step"] > 0 and r["matmul_peak_tflops"] > 0 for r in rows), rows
     table = (tmp_path / "gpu.md").read_text()
     assert "| torch | float32 |" in table and "| reference |" in table
     tf32_psnr = re.search(r"\| torch \| tf32 \|.*\| ([0-9.]+|inf) \|$", table, re.M)
