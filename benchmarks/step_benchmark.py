@@ -238,7 +238,7 @@ def peak_text(peak: dict) -> str:
     sizes = ", ".join(str(n) for n in peak["sizes"])
     return (f"Peak {peak['gflops']:.0f} GFLOP/s ({peak['precision']}): the best rate of n x n matrix products "
             f"(n = {sizes}) over {sources} GFLOP/s, each source in its own process, best of 5 blocks a size, "
-            f"measured before each of the {peak['rounds']} round(s) of backends; one peak for every row.")
+            f"measured before each of the {peak['rounds']} round(s) of backends and after the last; one peak for every row.")
 
 
 def markdown(report: dict) -> str:
@@ -322,18 +322,24 @@ def main() -> int:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     runs: dict[str, list[dict]] = {name: [] for name in args.backends}
     peaks: dict[str, list[float]] = {source: [] for source in peak_sources(args.backends)}
-    for repeat in range(args.repeat):  # interleaved, so that a noisy minute hits every backend alike
+    def measure_peaks(when: str) -> None:
         for source in peaks:
-            print(f"peak: {source} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+            print(f"peak: {source} ({when}) ...", file=sys.stderr, flush=True)
             found = _worker_json(["--peak", source, "--precision", args.precision], env, f"peak {source}")
             if found.get("gflops"):
                 peaks[source].append(found["gflops"])
+
+    for repeat in range(args.repeat):  # interleaved, so that a noisy minute hits every backend alike
+        measure_peaks(f"before round {repeat + 1}/{args.repeat}")
         for name in args.backends:
             print(f"timing {name} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
             plan = ["--plan", ",".join(map(str, args.plan))] if args.plan else []
             result = _worker_json(["--worker", name, "--sizes", args.sizes, "--precision", args.precision, *plan],
                                   env, name)
             runs[name].append({"backend": name, "precision": args.precision, **result})
+    # Once more at the end: on a shared machine the load can fall during a round, and a peak
+    # measured only before it would then be too low (a run of issue 13 showed 170% that way).
+    measure_peaks("after the last round")
     by_source = {source: max(found, default=None) for source, found in peaks.items()}
     if not any(by_source.values()):
         print("no peak could be measured: every matmul probe failed", file=sys.stderr)
