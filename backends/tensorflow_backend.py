@@ -92,6 +92,7 @@ class TensorFlowBackend(BackendBase):
                 self.input_scale = tf.constant(scale.reshape(1, 1, 1, 3))
                 self.input_shift = tf.constant(shift.reshape(1, 1, 1, 3))
         self.has_input_transform = transform is not None
+        self._compiled_features = tf.function(self._features)
 
     def _build_net(self) -> list:
         """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
@@ -169,7 +170,11 @@ class TensorFlowBackend(BackendBase):
     # --- model and losses -----------------------------------------------------------------
 
     def extract_features(self, X, content_layers, style_layers):
-        plan = self.plan(content_layers, style_layers)
+        # Compiled, as the training step is: the targets then come from the same convolution
+        # kernels as the step's features (constant filters choose other kernels than eager ones).
+        return self._compiled_features(X, self.plan(content_layers, style_layers))
+
+    def _features(self, X, plan):
         wanted = set(plan.content + plan.style)
         taps = {}
         with tf.device(self.device):
