@@ -20,7 +20,6 @@ import fcntl
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -36,7 +35,7 @@ sys.path.insert(0, str(REPO))
 RUNNER = [sys.executable, "-m", "common.runner"]
 
 import backends  # noqa: E402  (imports no framework)
-from common import atomic, estimate, failures, images, report, strict_json  # noqa: E402
+from common import atomic, estimate, failures, images, machine, report, strict_json  # noqa: E402
 from common.config import ADAM_FORMULAS, PRESETS, check_image_shape  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
@@ -175,33 +174,6 @@ def backend_pair(text: str) -> list[str]:
     if len(names) != 2 or names[0] == names[1]:
         raise argparse.ArgumentTypeError(f"expected two different backends such as torch,jax, got {text!r}")
     return backend_list(text)
-
-
-# --- machine ------------------------------------------------------------------------------
-
-
-def gpu_names() -> list[str]:
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
-def machine_info(gpus: list[str]) -> dict:
-    from common.runner import cpu_name
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "gpus": gpus,
-        "device": gpus[0] if gpus else cpu_name(),
-    }
 
 
 # --- running one backend ------------------------------------------------------------------
@@ -529,7 +501,7 @@ def compare(args, argv: list[str]) -> int:
     notes: list[str] = []
     content_img = images.load_image(args.content, "content image", notes)
     style_img = images.load_image(args.style, "style image", notes)
-    gpus = gpu_names() if args.device != "cpu" else []
+    gpus = machine.gpu_names() if args.device != "cpu" else []
     if args.device == "gpu" and not gpus:
         raise UserError("--device gpu: no NVIDIA GPU found (nvidia-smi lists none)")
     preset = args.preset if args.preset != "auto" else ("d2l" if gpus else "cpu")
@@ -560,7 +532,7 @@ def compare(args, argv: list[str]) -> int:
     summary = {
         "description": description, "command": printable("python compare.py " + " ".join(argv)), "preset": preset,
         "config": config_dict, "weights": args.weights, "precision": args.precision,
-        "machine": machine_info(gpus), "backends": [],
+        "machine": machine.describe(gpus), "backends": [],
     }
     with lock_out(out, args.out):
         return run_all(args, out, job, summary, content_img, style_img)

@@ -324,6 +324,12 @@ class JaxBackend(BackendBase):
             return None
         return (self.jax_device.memory_stats() or {}).get("peak_bytes_in_use")
 
+    def square_matmul(self, n: int):
+        a = jax.device_put(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), self.jax_device)
+        a = a.astype(self.compute_dtype)
+        product = jax.jit(lambda x: jnp.matmul(x, x, precision=CONV_PRECISION[self.precision]))
+        return lambda: product(a)
+
     # --- model and losses -----------------------------------------------------------------
 
     @x64_as_needed

@@ -146,6 +146,10 @@ class TorchBackend(BackendBase):
     def peak_device_bytes(self) -> int | None:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
+    def square_matmul(self, n: int):
+        a = torch.randn(n, n, device=self.device, dtype=self.autocast_dtype or torch.float32)
+        return lambda: a @ a
+
     # --- model and losses -----------------------------------------------------------------
 
     def extract_features(self, X, content_layers, style_layers):

@@ -11,7 +11,9 @@ step; with --repeat, the median of the runs' medians and their range. FLOPs
 are counted from the layer shapes: the forward pass through conv5_1 and the
 backward pass to the image only (convolutions and Gram matrices; ReLU, pooling
 and the elementwise losses are under 1% and left out).
-The peak is the best of several same-precision 2048x2048 matrix products timed in the same process.
+The peak is the machine's, not a framework's: the best rate of square matrix
+products (common/machine.py) over NumPy and every framework timed, each in its
+own process, measured before each round of backends; one figure for all rows.
 "naive" is d2l's listing written plainly: eager PyTorch, VGG parameters left
 trainable (so their gradients are computed too), a loss sync every step.
 """
@@ -58,6 +60,16 @@ def time_blocks(run, sync, warmup: int, steps: int, blocks: int) -> list[float]:
     return per_step
 
 
+def plan_arg(text: str) -> tuple[int, int, int]:
+    try:
+        warmup, steps, blocks = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WARMUP,STEPS,BLOCKS (three integers), got {text!r}") from None
+    if warmup < 0 or steps < 1 or blocks < 1:
+        raise argparse.ArgumentTypeError(f"need WARMUP >= 0, STEPS >= 1 and BLOCKS >= 1, got {text!r}")
+    return warmup, steps, blocks
+
+
 def plan_for(image_shape, on_gpu: bool) -> tuple[int, int, int]:
     """(warm-up steps, steps per block, blocks): fewer at large sizes on a CPU."""
     if on_gpu:  # milliseconds a step: long blocks, so that one synchronisation costs nothing
@@ -73,35 +85,15 @@ def plan_for(image_shape, on_gpu: bool) -> tuple[int, int, int]:
 # --- workers (one process each) ----------------------------------------------------------
 
 
-def peak_flops(name: str, precision: str, n: int = 2048) -> float:
-    if name in ("torch", "naive"):
-        import torch
+def peak_flops(source: str, precision: str) -> float | None:
+    """One source's matmul peak (FLOP/s): "numpy" or a backend's own probe; None where it has none."""
+    if source == "numpy":
+        from common.machine import numpy_matmul_flops
 
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        matmul, sync = (lambda: a @ a), (lambda: torch.cuda.synchronize() if device == "cuda" else None)
-    elif name == "tensorflow":
-        import tensorflow as tf
+        return numpy_matmul_flops(precision)
+    import backends
 
-        a = tf.random.normal((n, n), dtype=tf.bfloat16 if precision == "bf16" else tf.float32)
-        out = [a]
-        matmul = lambda: out.__setitem__(0, tf.linalg.matmul(a, a))  # noqa: E731
-        sync = lambda: out[0].numpy()  # noqa: E731
-    else:
-        import jax
-        import jax.numpy as jnp
-
-        a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.bfloat16 if precision == "bf16" else jnp.float32)
-        # HIGHEST for float32: JAX's default is TF32-class on recent NVIDIA GPUs, the backend's float32 is not.
-        matmul_precision = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
-        f = jax.jit(lambda x: jnp.matmul(x, x, precision=matmul_precision))
-        out = [f(a)]
-        matmul = lambda: out.__setitem__(0, f(a))  # noqa: E731
-        sync = lambda: out[0].block_until_ready()  # noqa: E731
-    # The best of several blocks: a peak is what the hardware can do, not what a noisy moment gave.
-    times = time_blocks(lambda n: [matmul() for _ in range(n)], sync, warmup=2, steps=3, blocks=7)
-    return 2.0 * n**3 / min(times)
+    return backends.get_backend(source, weights="random", precision=precision).peak_matmul_flops()
 
 
 def naive_steps(image_shape):
@@ -167,68 +159,118 @@ def backend_steps(name: str, precision: str, image_shape):
     return run, sync, backend
 
 
-def worker(name: str, precision: str, sizes) -> dict:
+def worker(name: str, precision: str, sizes, plan=None) -> dict:
     if name == "naive":
         precision = "float32"  # the plain listing knows no other; its row says so
-    from common.runner import cpu_name, versions
+    from common.machine import cpu_name
+    from common.runner import versions
 
     rows = []
-    device = cpu_name()
+    device, settings = cpu_name(), {}
     for image_shape in sizes:
         if name == "naive":
             run, sync, gpu_name = naive_steps(image_shape)
         else:
             run, sync, backend = backend_steps(name, precision, image_shape)
-            gpu_name = backend.device_name()
+            gpu_name, settings = backend.device_name(), backend.speed_settings()
         device = gpu_name or device
-        warmup, steps, blocks = plan_for(image_shape, on_gpu=gpu_name is not None)
+        warmup, steps, blocks = plan or plan_for(image_shape, on_gpu=gpu_name is not None)
         times = time_blocks(run, sync, warmup, steps, blocks)
         rows.append({"size": list(image_shape), "ms_per_step": 1e3 * statistics.median(times),
                      "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times), "blocks": blocks, "steps_per_block": steps,
                      "gflop_per_step": step_flops(image_shape) / 1e9})
-    peak = peak_flops(name, precision)
-    for row in rows:
-        row["gflops"] = row["gflop_per_step"] / (row["ms_per_step"] / 1e3)
-        row["fraction_of_peak"] = row["gflops"] * 1e9 / peak
-    return {"backend": name, "precision": precision, "device": device, "peak_gflops": peak / 1e9,
+    return {"backend": name, "precision": precision, "device": device, "speed_settings": settings,
             "versions": versions("torch" if name == "naive" else name), "rows": rows}
 
 
 def merge_repeats(runs: list[dict]) -> dict:
-    """One backend's repeated runs as one: per size the median ms/step, and its range over the runs."""
+    """One backend's repeated runs as one: per size the median ms/step, its range and each run's figure."""
     finished = [run for run in runs if "error" not in run]
-    if len(runs) == 1 or not finished:
+    if not finished:
         return runs[0]
-    merged = {**finished[0], "repeats": len(finished), "peak_gflops": statistics.median(r["peak_gflops"] for r in finished)}
-    merged["rows"] = []
+    merged = {**finished[0], "repeats": len(finished), "rows": []}
     for i, row in enumerate(finished[0]["rows"]):
         times = [run["rows"][i]["ms_per_step"] for run in finished]
-        gflops = row["gflop_per_step"] / (statistics.median(times) / 1e3)
-        merged["rows"].append({**row, "ms_per_step": statistics.median(times), "ms_min": min(times), "ms_max": max(times),
-                               "gflops": gflops, "fraction_of_peak": gflops / merged["peak_gflops"],
-                               "ms_per_step_each_run": times})
+        merged["rows"].append({**row, "ms_per_step": statistics.median(times), "ms_min": min(times),
+                               "ms_max": max(times), "ms_per_step_each_run": times}
+                              if len(finished) > 1 else {**row, "ms_per_step_each_run": times})
     return merged
+
+
+def add_rates(results: list[dict], peak_flops: float) -> None:
+    """GFLOP/s and share of the machine's one peak, for every row; and each run's speed-up over naive's."""
+    naive = next((res for res in results if res["backend"] == "naive" and "error" not in res), None)
+    for res in results:
+        for i, row in enumerate(res.get("rows", [])):
+            row["gflops"] = row["gflop_per_step"] / (row["ms_per_step"] / 1e3)
+            row["fraction_of_peak"] = row["gflops"] * 1e9 / peak_flops
+            if naive is not None:
+                base = naive["rows"][i]
+                row["faster_than_naive"] = base["ms_per_step"] / row["ms_per_step"]
+                # Run k against naive's run k, timed just before it: the shared machine's load drifts.
+                row["faster_than_naive_each_run"] = [b / t for b, t in zip(base["ms_per_step_each_run"],
+                                                                           row["ms_per_step_each_run"])]
 
 
 # --- the report ----------------------------------------------------------------------------
 
 
-def markdown(results: list[dict]) -> str:
-    naive = {tuple(r["size"]): r["ms_per_step"] for res in results if res["backend"] == "naive" for r in res["rows"]}
-    lines = ["| backend | precision | size | ms/step (min-max) | GFLOP/step | GFLOP/s | of peak | peak GFLOP/s | faster than naive |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+def peak_text(peak: dict) -> str:
+    sources = ", ".join(f"{name} {gflops:.0f}" for name, gflops in peak["by_source"].items() if gflops)
+    sizes = ", ".join(str(n) for n in peak["sizes"])
+    return (f"Peak {peak['gflops']:.0f} GFLOP/s ({peak['precision']}): the best rate of n x n matrix products "
+            f"(n = {sizes}) over {sources} GFLOP/s, each source in its own process, best of 5 blocks a size, "
+            f"measured before each of the {peak['rounds']} round(s) of backends and after the last; one peak for every row.")
+
+
+def markdown(report: dict) -> str:
+    from common import machine
+
+    results = report["results"]
+    done = [res for res in results if "error" not in res]
+    timing = "; ".join(sorted({f"{r['size'][0]}x{r['size'][1]}: {r['blocks']} blocks of {r['steps_per_block']} steps"
+                               for res in done for r in res["rows"]}))
+    versions = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in res["versions"].items()) for res in done}))
+    lines = [f"Machine: {machine.summary(report['machine'])}.  ",
+             f"Command: `python benchmarks/step_benchmark.py {report['command']}`; {report['peak']['rounds']} round(s), "
+             f"backends interleaved, each in its own process; per size the median block ({timing}).  ",
+             f"Versions: {versions}.  ",
+             peak_text(report["peak"]), "",
+             "| backend | precision | size | ms/step (min-max) | each run | GFLOP/step | GFLOP/s | of peak | faster than naive | each run |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for res in results:
         if "error" in res:
-            lines.append(f"| {res['backend']} | {res['precision']} | - | {res['error']} | | | | | |")
+            lines.append(f"| {res['backend']} | {res['precision']} | - | {res['error']} | | | | | | |")
             continue
         for r in res["rows"]:
-            base = naive.get(tuple(r["size"]))
-            speedup = f"{base / r['ms_per_step']:.2f}x" if base else "-"
+            speedup = f"{r['faster_than_naive']:.2f}x" if "faster_than_naive" in r else "-"
+            each = ", ".join(f"{t:.0f}" for t in r["ms_per_step_each_run"])
+            each_speedup = ", ".join(f"{x:.2f}" for x in r.get("faster_than_naive_each_run", []))
             lines.append(
                 f"| {res['backend']} | {res['precision']} | {r['size'][0]}x{r['size'][1]} | {r['ms_per_step']:.0f} "
-                f"({r['ms_min']:.0f}-{r['ms_max']:.0f}) | {r['gflop_per_step']:.1f} | {r['gflops']:.0f} | "
-                f"{100 * r['fraction_of_peak']:.0f}% | {res['peak_gflops']:.0f} | {speedup} |")
+                f"({r['ms_min']:.0f}-{r['ms_max']:.0f}) | {each} | {r['gflop_per_step']:.1f} | {r['gflops']:.0f} | "
+                f"{100 * r['fraction_of_peak']:.0f}% | {speedup} | {each_speedup} |")
+    settings = [f"{res['backend']}: " + ", ".join(f"{k}={v}" for k, v in res["speed_settings"].items())
+                for res in results if res.get("speed_settings")]
+    if settings:
+        lines += ["", "Backend settings chosen at run time: " + "; ".join(settings) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _worker_json(args: list[str], env: dict, label: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO)
+    if out.returncode != 0:
+        return {"error": f"{label}: " + (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def runs_done(runs: dict[str, list[dict]]) -> list[dict]:
+    return [run for found in runs.values() for run in found if "error" not in run]
+
+
+def peak_sources(names) -> list[str]:
+    """NumPy and every framework timed ("naive" is torch)."""
+    return list(dict.fromkeys(["numpy", *("torch" if name == "naive" else name for name in names)]))
 
 
 def main() -> int:
@@ -241,32 +283,59 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here, and the table beside it (.md)")
     parser.add_argument("--repeat", type=int, default=1, choices=range(1, 11), metavar="N",
                         help="run every backend N times, interleaved; report the median run's ms/step and the range")
+    parser.add_argument("--plan", type=plan_arg, metavar="WARMUP,STEPS,BLOCKS",
+                        help="steps to warm up, steps per timed block, blocks; default: by size and device (plan_for)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--peak", help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
         sizes = [image_size(text) for text in args.sizes.split(",")]
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--sizes: {exc}")
-    if args.worker:
-        print(strict_json.dumps(worker(args.worker, args.precision, sizes)))
+    if args.peak:
+        flops = peak_flops(args.peak, args.precision)
+        print(strict_json.dumps({"gflops": flops / 1e9 if flops else None}))
         return 0
+    if args.worker:
+        print(strict_json.dumps(worker(args.worker, args.precision, sizes, args.plan)))
+        return 0
+    from common import machine
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     runs: dict[str, list[dict]] = {name: [] for name in args.backends}
+    peaks: dict[str, list[float]] = {source: [] for source in peak_sources(args.backends)}
+    def measure_peaks(when: str) -> None:
+        for source in peaks:
+            print(f"peak: {source} ({when}) ...", file=sys.stderr, flush=True)
+            found = _worker_json(["--peak", source, "--precision", args.precision], env, f"peak {source}")
+            if found.get("gflops"):
+                peaks[source].append(found["gflops"])
+
     for repeat in range(args.repeat):  # interleaved, so that a noisy minute hits every backend alike
+        measure_peaks(f"before round {repeat + 1}/{args.repeat}")
         for name in args.backends:
             print(f"timing {name} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
-            out = subprocess.run([sys.executable, __file__, "--worker", name, "--sizes", args.sizes, "--precision",
-                                  args.precision], capture_output=True, text=True, env=env, cwd=REPO)
-            if out.returncode != 0:
-                runs[name].append({"backend": name, "precision": args.precision,
-                                   "error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]})
-            else:
-                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            plan = ["--plan", ",".join(map(str, args.plan))] if args.plan else []
+            result = _worker_json(["--worker", name, "--sizes", args.sizes, "--precision", args.precision, *plan],
+                                  env, name)
+            runs[name].append({"backend": name, "precision": args.precision, **result})
+    # Once more at the end: on a shared machine the load can fall during a round, and a peak
+    # measured only before it would then be too low (a run of issue 13 showed 170% that way).
+    measure_peaks("after the last round")
+    by_source = {source: max(found, default=None) for source, found in peaks.items()}
+    if not any(by_source.values()):
+        print("no peak could be measured: every matmul probe failed", file=sys.stderr)
+        return 1
+    on_gpu = any(res.get("device") != machine.cpu_name() for res in runs_done(runs))
+    peak = {"gflops": max(v for v in by_source.values() if v), "precision": args.precision, "by_source": by_source,
+            "sizes": list(machine.GPU_PEAK_SIZES if on_gpu else machine.CPU_PEAK_SIZES), "rounds": args.repeat}
     results = [merge_repeats(runs[name]) for name in args.backends]
-    table = markdown(results)
+    add_rates(results, peak["gflops"] * 1e9)
+    report = {"machine": machine.describe(), "peak": peak, "command": " ".join(sys.argv[1:]), "results": results}
+    table = markdown(report)
     print(table)
     if args.out:
-        atomic.write_text(args.out, strict_json.dumps(results, indent=1))
+        atomic.write_text(args.out, strict_json.dumps(report, indent=1))
         atomic.write_text(args.out.with_suffix(".md"), table)
     return 0
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from common import devices, images, weights as weight_sets
+from common import devices, images, machine, weights as weight_sets
 from common.config import LossWeights, StyleTransferConfig
 from common.errors import DivergedError, UserError
 from common.interface import PRECISIONS, Callback, LossParts, StepReport, working_dtype
@@ -63,7 +63,26 @@ class BackendBase:
         """Peak accelerator memory this process used, where the framework reports it."""
         return None
 
+    def square_matmul(self, n: int):
+        """A function that queues one n x n matrix product in this backend's compute precision, on its device."""
+        raise NotImplementedError(f"the {self.name} backend has no matmul probe")
+
+    def speed_settings(self) -> dict:
+        """The framework settings this backend chose for speed on this machine, for the record."""
+        return {}
+
     # --- shared --------------------------------------------------------------------------
+
+    def peak_matmul_flops(self) -> float:
+        """The best FLOP/s of this framework's square matrix products on this device (common/machine.py)."""
+        on_gpu = self.device_name() is not None
+
+        def wait(out):
+            self.scalar(out[0, 0])  # waits for this product, and for everything queued before it
+            self.synchronize()
+
+        return machine.best_matmul_flops(self.square_matmul, wait,
+                                         sizes=machine.GPU_PEAK_SIZES if on_gpu else machine.CPU_PEAK_SIZES)
 
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str]) -> FeaturePlan:
         return _plan(tuple(content_layers), tuple(style_layers), self.taps)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from common import atomic
+from common import atomic, machine
 from common.images import postprocess_float
 
 
@@ -98,6 +98,7 @@ def ratio_table(a: dict, b: dict, label_a: str, label_b: str, psnr_db: dict[str,
     lines = [
         f"A: {label_a} ({a.get('machine', {}).get('device', '?')}, {a.get('precision', '?')})  \n"
         f"B: {label_b} ({b.get('machine', {}).get('device', '?')}, {b.get('precision', '?')})\n",
+        *_machine_line(a.get("machine", {}), b.get("machine", {})),
         "| backend | A ms/step | B ms/step | B/A step | B/A setup | B/A first step | B/A total | B vs A image, PSNR dB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -112,6 +113,14 @@ def ratio_table(a: dict, b: dict, label_a: str, label_b: str, psnr_db: dict[str,
         lines.append(f"| {name} | {_ms(ra['step_s_median'])} | {_ms(rb['step_s_median'])} | "
                      + " | ".join(f"{x:.2f}" for x in ratios) + f" | {psnr_cell} |")
     return "\n".join(lines) + "\n"
+
+
+def _machine_line(a: dict, b: dict) -> list[str]:
+    """A warning line when the two runs came from different machines or thread settings."""
+    found = machine.differences(a, b)
+    if not found:
+        return []
+    return [f"**Different machines: {'; '.join(found)}.** Time ratios compare machines as well as runs.\n"]
 
 
 # What must match for two runs' images to be compared; precision, device and versions may differ.

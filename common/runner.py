@@ -25,6 +25,7 @@ import numpy as np
 from common import atomic, failures, strict_json
 from common.config import LossWeights, StyleTransferConfig
 from common.errors import DivergedError, UserError
+from common.machine import cpu_name
 
 VERSION_PACKAGES = {
     "torch": ("torch", "torchvision"),
@@ -62,16 +63,6 @@ def cuda_version(name: str) -> str | None:
     except Exception:  # a version string is not worth a failed run
         return None
     return None
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def config_from_dict(data: dict) -> StyleTransferConfig:

@@ -58,24 +58,42 @@ def test_a_tiny_run_writes_the_table_and_the_json(tmp_path):
     out = subprocess.run([sys.executable, str(SCRIPT), "--backends", f"naive,{name}", "--sizes", "32x32",
                           "--out", str(tmp_path / "steps.json")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    results = json.loads((tmp_path / "steps.json").read_text())
+    report = json.loads((tmp_path / "steps.json").read_text())
+    results, peak = report["results"], report["peak"]
     assert [r["backend"] for r in results] == ["naive", name]
+    # One peak for every row, the best of NumPy's and each framework's own probe.
+    assert set(peak["by_source"]) == {"numpy", "torch", name} and peak["gflops"] == max(peak["by_source"].values())
+    assert report["machine"]["cpu"] and "isa" in report["machine"] and "threads" in report["machine"]
     for result in results:
         (row,) = result["rows"]
-        assert row["size"] == [32, 32] and row["ms_per_step"] > 0 and result["peak_gflops"] > 0
+        assert row["size"] == [32, 32] and row["ms_per_step"] > 0
         assert row["gflops"] == pytest.approx(row["gflop_per_step"] / (row["ms_per_step"] / 1e3))
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / peak["gflops"])
     table = (tmp_path / "steps.md").read_text()
+    assert table.startswith("Machine: ") and "over numpy" in table and "one peak for every row" in table
     rows = [line for line in table.splitlines() if line.startswith(("| naive |", f"| {name} |"))]
-    assert len(rows) == 2 and rows[0].endswith("| 1.00x |")
-    assert re.search(r"\| \d+\.\d\dx \|$", rows[1])  # its speed-up over the baseline
+    assert len(rows) == 2 and rows[0].endswith("| 1.00x | 1.00 |")
+    assert re.search(r"\| \d+\.\d\dx \| \d+\.\d\d \|$", rows[1])  # its speed-up over the baseline
 
 
 def test_repeats_merge_into_the_median_run_with_its_range():
     bench = load_benchmark()
-    runs = [{"backend": "jax", "peak_gflops": peak, "rows": [{"size": [32, 32], "gflop_per_step": 2.0, "ms_per_step": ms}]}
-            for ms, peak in ((30.0, 100.0), (10.0, 300.0), (20.0, 200.0))]
+    runs = [{"backend": "jax", "rows": [{"size": [32, 32], "gflop_per_step": 2.0, "ms_per_step": ms}]}
+            for ms in (30.0, 10.0, 20.0)]
     merged = bench.merge_repeats(runs + [{"backend": "jax", "error": "crashed"}])  # a failed run is left out
     (row,) = merged["rows"]
-    assert merged["repeats"] == 3 and merged["peak_gflops"] == 200.0
+    assert merged["repeats"] == 3 and row["ms_per_step_each_run"] == [30.0, 10.0, 20.0]
     assert (row["ms_per_step"], row["ms_min"], row["ms_max"]) == (20.0, 10.0, 30.0)
-    assert row["gflops"] == pytest.approx(100.0) and row["fraction_of_peak"] == pytest.approx(0.5)
+
+
+def test_rates_divide_by_the_one_peak_and_compare_each_run_with_naives_run_before_it():
+    bench = load_benchmark()
+    naive = bench.merge_repeats([{"backend": "naive", "rows": [{"size": [32, 32], "gflop_per_step": 2.0, "ms_per_step": ms}]}
+                                 for ms in (40.0, 60.0)])
+    jax = bench.merge_repeats([{"backend": "jax", "rows": [{"size": [32, 32], "gflop_per_step": 2.0, "ms_per_step": ms}]}
+                               for ms in (20.0, 40.0)])
+    bench.add_rates([naive, jax], peak_flops=200e9)
+    (row,) = jax["rows"]
+    assert row["gflops"] == pytest.approx(2.0 / 0.030) and row["fraction_of_peak"] == pytest.approx(2.0 / 0.030 / 200)
+    assert row["faster_than_naive"] == pytest.approx(50 / 30)  # medians
+    assert row["faster_than_naive_each_run"] == pytest.approx([2.0, 1.5])  # run by run
