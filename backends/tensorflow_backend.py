@@ -48,12 +48,6 @@ DOWNLOAD_TIMEOUT_S = 30
 # True) 0.31 / 0.61 (two runs agreed), and XLA's first step takes 2-4 s, not 1 s.
 JIT_COMPILE = False
 
-# The frozen VGG weights enter the step as constants, not as Keras variables (``_frozen_conv``).
-# On the AVX2-only EPYC (150x225, oneDNN on, CPU seconds per step on a machine shared with other
-# jobs): Keras' Conv2D 2.34 s, constants 1.80 s. ONEDNN_VERBOSE shows why: with a constant filter
-# the forward convolution is brg_conv_fwd:avx2 instead of im2col + sgemm (x64:gemm:jit).
-
-
 @dataclass
 class TensorFlowState:
     gen_img: tf.Variable  # d2l's SynthesizedImage: the image itself is the only trained variable
@@ -95,7 +89,6 @@ class TensorFlowBackend(BackendBase):
                 self.input_scale = tf.constant(scale.reshape(1, 1, 1, 3))
                 self.input_shift = tf.constant(shift.reshape(1, 1, 1, 3))
         self.has_input_transform = transform is not None
-        self._compiled_features = tf.function(self._features)
 
     def _build_net(self) -> list:
         """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
@@ -107,7 +100,6 @@ class TensorFlowBackend(BackendBase):
         finally:
             keras.config.set_dtype_policy(previous_policy)
         vgg.trainable = False
-        self.frozen_weights = {}  # conv index -> (HWIO kernel, bias) as NumPy, for _frozen_conv
         net = []
         for layer in VGG19_LAYERS:
             if layer.kind == "conv":
@@ -120,7 +112,6 @@ class TensorFlowBackend(BackendBase):
                 # (common/vgg.py), so the ReLU becomes its own entry, as in torchvision.
                 conv.activation = None
                 net.append(conv)
-                self.frozen_weights[layer.index] = [w.numpy() for w in (conv.kernel, conv.bias)]
             elif layer.kind == "relu":
                 net.append(keras.layers.ReLU(name=layer.name))
             else:
@@ -179,29 +170,17 @@ class TensorFlowBackend(BackendBase):
     # --- model and losses -----------------------------------------------------------------
 
     def extract_features(self, X, content_layers, style_layers):
-        # Compiled, as the training step is: the targets then come from the same convolution
-        # kernels as the step's features (constant filters choose other kernels than eager ones).
-        return self._compiled_features(X, self.plan(content_layers, style_layers))
-
-    def _features(self, X, plan):
+        plan = self.plan(content_layers, style_layers)
         wanted = set(plan.content + plan.style)
         taps = {}
         with tf.device(self.device):
             if self.has_input_transform:
                 X = tf.gather(X, self.input_order, axis=-1) * self.input_scale + self.input_shift
             for layer in plan.layers:
-                X = self._frozen_conv(layer.index, X) if layer.kind == "conv" else self.net[layer.index](X)
+                X = self.net[layer.index](X)
                 if layer.name in wanted:
                     taps[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
         return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
-
-    def _frozen_conv(self, index: int, X):
-        """Keras' Conv2D with its kernel and bias as constants: inside tf.function they become graph
-        constants, which oneDNN reorders once into its blocked layout (see the note at the top)."""
-        conv = self.net[index]
-        dtype = conv.compute_dtype
-        kernel, bias = (tf.constant(w, dtype=dtype) for w in self.frozen_weights[index])
-        return tf.nn.bias_add(tf.nn.conv2d(tf.cast(X, dtype), kernel, strides=1, padding="SAME"), bias)
 
     def gram(self, X):
         num_channels, n = X.shape[-1], X.shape.num_elements() // X.shape[-1]

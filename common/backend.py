@@ -73,8 +73,11 @@ class BackendBase:
 
     # --- shared --------------------------------------------------------------------------
 
-    def peak_matmul_flops(self) -> float:
-        """The best FLOP/s of this framework's square matrix products on this device (common/machine.py)."""
+    def peak_matmul_flops(self, sizes: Sequence[int] | None = None) -> float:
+        """The best FLOP/s of this framework's square matrix products on this device (common/machine.py).
+
+        ``sizes``: the n of the n x n products; by default large ones, for this device's peak.
+        """
         on_gpu = self.device_name() is not None
 
         def wait(out):
@@ -82,7 +85,7 @@ class BackendBase:
             self.synchronize()
 
         return machine.best_matmul_flops(self.square_matmul, wait,
-                                         sizes=machine.GPU_PEAK_SIZES if on_gpu else machine.CPU_PEAK_SIZES)
+                                         sizes=sizes or (machine.GPU_PEAK_SIZES if on_gpu else machine.CPU_PEAK_SIZES))
 
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str]) -> FeaturePlan:
         return _plan(tuple(content_layers), tuple(style_layers), self.taps)
