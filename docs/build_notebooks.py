@@ -135,5 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return chapter.write_or_check(ROOT, outputs, args.check, f"`{cells.COMMAND}` (python docs/build_notebooks.py)")
 
+
 if __name__ == "__main__":
     sys.exit(main())
