@@ -44,8 +44,16 @@ def test_identical_images_are_said_identical_not_inf(tmp_path):
     for name in ("torch", "jax"):
         Image.new("RGB", (48, 32), (9, 9, 9)).save(tmp_path / f"{name}.png")
     rows = report.image_agreement(tmp_path, [ok_row("torch"), ok_row("jax")])
-    assert rows == [{"pair": ["torch", "jax"], "max_abs_pixel_diff": 0, "psnr_db": None, "identical": True}]
-    assert "| torch vs jax | 0 | identical |" in report.agreement_table(rows)
+    assert rows == [{"pair": ["torch", "jax"], "max_abs_pixel_diff": 0, "psnr_db": None, "identical": True,
+                     "float_psnr_db": None, "float_identical": False}]  # no float images saved: not measured
+    assert "| torch vs jax | 0 | identical | - |" in report.agreement_table(rows)
+    strict_loads(strict_json.dumps({"agreement": rows}))
+    # The float images (compare.py saves them beside the PNGs) are identical too: said so, not "inf".
+    for name in ("torch", "jax"):
+        np.save(tmp_path / f"{name}.npy", np.full((1, 3, 32, 48), 0.25, np.float32))
+    rows = report.image_agreement(tmp_path, [ok_row("torch"), ok_row("jax")])
+    assert rows[0]["float_psnr_db"] is None and rows[0]["float_identical"] is True
+    assert "| torch vs jax | 0 | identical | identical |" in report.agreement_table(rows)
     strict_loads(strict_json.dumps({"agreement": rows}))
 
 
