@@ -701,19 +701,26 @@ def stale(root: Path, outputs: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return run_cli(
+        argv, "build_chapter", build,
         description="Build docs/chapter.md and docs/chapter.html (d2l 13.12 with a tab per framework) from the "
                     "project's source and the latest compare.py run in docs/.",
-        epilog="The build fails when a listed symbol, a referenced test or an image is missing.")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if either file differs from what the source builds")
+        epilog="The build fails when a listed symbol, a referenced test or an image is missing.",
+        check_help="write nothing; exit 1 if either file differs from what the source builds",
+        rebuild=f"`{content.COMMAND}` (python docs/build_chapter.py)")
+
+
+def run_cli(argv, prog: str, build_outputs, *, description: str, epilog: str, check_help: str, rebuild: str) -> int:
+    """The command line of a generator: build (or ``--check``) its outputs; a drifted source is one line, exit 2."""
+    parser = argparse.ArgumentParser(description=description, epilog=epilog)
+    parser.add_argument("--check", action="store_true", help=check_help)
     args = parser.parse_args(argv)
     try:
-        outputs = build(ROOT)
+        outputs = build_outputs(ROOT)
     except ChapterError as exc:
-        print(f"build_chapter: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    return write_or_check(ROOT, outputs, args.check, f"`{content.COMMAND}` (python docs/build_chapter.py)")
+    return write_or_check(ROOT, outputs, args.check, rebuild)
 
 
 def write_or_check(root: Path, outputs: dict[str, str], check: bool, rebuild: str) -> int:

@@ -14,7 +14,6 @@ no Jupyter package; the JSON is written the way nbformat writes it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -121,19 +120,13 @@ def build(root: Path = ROOT) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    return chapter.run_cli(
+        argv, "build_notebooks", build,
         description="Build notebooks/neural-style-*.ipynb (d2l 13.12, one runnable notebook per framework) from "
                     "the project's source, docs/chapter_content.py and docs/notebook_content.py.",
-        epilog="The build fails when a listed symbol is missing or a step that lists code has no cell to run it.")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if any notebook differs from what the source builds")
-    args = parser.parse_args(argv)
-    try:
-        outputs = build(ROOT)
-    except ChapterError as exc:
-        print(f"build_notebooks: {exc}", file=sys.stderr)
-        return 2
-    return chapter.write_or_check(ROOT, outputs, args.check, f"`{cells.COMMAND}` (python docs/build_notebooks.py)")
+        epilog="The build fails when a listed symbol is missing or a step that lists code has no cell to run it.",
+        check_help="write nothing; exit 1 if any notebook differs from what the source builds",
+        rebuild=f"`{cells.COMMAND}` (python docs/build_notebooks.py)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import pytest
 
 from common import estimate
 from common.config import CPU
-from common.errors import UserError
 
 GiB = 2**30
 

@@ -6,7 +6,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from common import report, strict_json
