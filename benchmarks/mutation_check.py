@@ -2,6 +2,7 @@
 
     python benchmarks/mutation_check.py              # every mutation below
     python benchmarks/mutation_check.py --only tv-half
+    python benchmarks/mutation_check.py --first      # quicker: stop each run at its first failing test
 
 Each mutation is applied to a copy of the tree (never to the working tree);
 a mutation whose text is not found is itself a failure, so the list cannot
@@ -78,7 +79,7 @@ def copy_tree(dst: Path) -> None:
             shutil.copy2(REPO / rel, dst / rel)
 
 
-def run(mutation: Mutation) -> tuple[list[str], str]:
+def run(mutation: Mutation, first: bool = False) -> tuple[list[str], str]:
     with tempfile.TemporaryDirectory(prefix="mutant-") as tmp:
         root = Path(tmp)
         copy_tree(root)
@@ -91,7 +92,7 @@ def run(mutation: Mutation) -> tuple[list[str], str]:
         path.write_text(text)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(root))
         out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", "-o",
-                              "addopts=", *TESTS], cwd=root, env=env, capture_output=True, text=True)
+                              "addopts=", *(["-x"] if first else []), *TESTS], cwd=root, env=env, capture_output=True, text=True)
         failed = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("FAILED ")]
         summary = (out.stdout.strip().splitlines() or ["no output"])[-1]
         return failed, summary
@@ -101,6 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated mutation names")
     parser.add_argument("--tests", help="comma-separated test files instead of all (a quicker, partial check)")
+    parser.add_argument("--first", action="store_true",
+                        help="stop each mutation's run at the first failing test: proves each is caught, "
+                             "without counting by how many tests")
     args = parser.parse_args()
     if args.tests:
         TESTS[:] = args.tests.split(",")
@@ -109,10 +113,11 @@ def main() -> int:
     uncaught = 0
     for mutation in chosen:
         start = time.perf_counter()
-        failed, summary = run(mutation)
+        failed, summary = run(mutation, args.first)
         uncaught += not failed
         shown = ", ".join(f"`{f.split('::', 1)[1]}`" for f in failed[:4]) + (f" (+{len(failed) - 4} more)" if len(failed) > 4 else "")
-        print(f"| {mutation.what} | {len(failed)} tests | {shown or summary} |", flush=True)
+        caught = ("yes" if failed else "no") if args.first else f"{len(failed)} tests"
+        print(f"| {mutation.what} | {caught} | {shown or summary} |", flush=True)
         print(f"  ({mutation.name}: {summary}, {time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     return 1 if uncaught else 0
 
