@@ -67,3 +67,44 @@ def adam_step(X, grad, m, v, t: int, lr: float, eps: float, betas=ADAM_BETAS):
     m_hat = m / (1 - b1**t)
     v_hat = v / (1 - b2**t)
     return X - lr * (m_hat / (np.sqrt(v_hat) + eps)), m, v
+
+
+# --- the TF1 tutorial's formulas (recipe "tf1-tutorial"), on 0..255 RGB images ---------------
+#
+# Its Gram is not normalized, each kind of loss is the mean over its layers of a
+# mean squared error, and the denoise term has no 0.5. Each loss is then divided
+# by its own current value (taken as a constant), so the step sees only the
+# loss's direction, and the update divides the gradient by its standard deviation.
+
+# Added to a loss before dividing by it, and to the gradient's std before dividing by that.
+ADAPTIVE_EPS = 1e-10
+NORMALIZED_STEP_EPS = 1e-8
+
+
+def gram_unnormalized(X: np.ndarray) -> np.ndarray:
+    """Fᵀ F over all positions of a 1xCxHxW feature map: C x C, not divided by anything."""
+    X = np.asarray(X, dtype=np.float64)
+    F = X.reshape(X.shape[1], -1)
+    return F @ F.T
+
+
+def mean_layer_mse(Ys_hat: Sequence[np.ndarray], Ys: Sequence[np.ndarray]) -> float:
+    """The mean over layers of each layer's mean squared error (content and style losses alike)."""
+    return float(np.mean([np.mean(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+                          for a, b in zip(Ys_hat, Ys)]))
+
+
+def denoise_loss(X: np.ndarray) -> float:
+    """mean |Δy| + mean |Δx|: d2l's TV without its 0.5."""
+    return 2 * tv_loss(X)
+
+
+def adaptive_factors(losses: Sequence[float]) -> list[float]:
+    """1 / (loss + 1e-10) for each loss; a constant in the gradient, recomputed every iteration."""
+    return [1.0 / (float(l) + ADAPTIVE_EPS) for l in losses]
+
+
+def normalized_step(X: np.ndarray, grad: np.ndarray, step_size: float, low: float = 0.0, high: float = 255.0):
+    """X - grad * step_size / (std(grad) + 1e-8), clipped to [low, high]."""
+    grad = np.asarray(grad, dtype=np.float64)
+    return np.clip(np.asarray(X, np.float64) - grad * (step_size / (np.std(grad) + NORMALIZED_STEP_EPS)), low, high)
