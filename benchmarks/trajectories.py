@@ -10,6 +10,13 @@ the final images. The PSNR is computed on the float images, before rounding to
 
     python benchmarks/trajectories.py                      # 150x225, 500 epochs, all four settings: long
     python benchmarks/trajectories.py --settings float64-reference --epochs 100
+    python benchmarks/trajectories.py --settings float64-reference,float64-reference-lr-ulp
+
+The rounding control, ``float64-reference-lr-ulp``, reruns float64 with the
+reference Adam and the learning rate one ulp larger (0.30000000000000004): the
+same math, perturbed by one rounding. Each backend's image against its own
+``float64-reference`` image says how far rounding alone carries a run; a pair of
+backends no farther apart than that differs by rounding, not by formula.
 
 Writes ``benchmarks/results/trajectories/``: one compare.py folder per setting,
 ``trajectories.json`` and ``trajectories.md``, after every setting, so an
@@ -30,16 +37,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
+
 import backends  # noqa: E402  (imports no framework)
 from common import atomic  # noqa: E402
+from common.config import PRESETS  # noqa: E402
+from common.images import postprocess_float  # noqa: E402
+from common.report import psnr  # noqa: E402
 
 # (precision, adam): float64 first, the proof; float32 after.
 SETTINGS = {
     "float64-reference": ("float64", "reference"),
+    "float64-reference-lr-ulp": ("float64", "reference"),  # the rounding control: lr one ulp up
     "float64-stock": ("float64", "stock"),
     "float32-reference": ("float32", "reference"),
     "float32-stock": ("float32", "stock"),
 }
+
+
+CONTROL, CONTROLLED = "float64-reference-lr-ulp", "float64-reference"
 
 
 def run_setting(name: str, args) -> dict:
@@ -48,6 +64,8 @@ def run_setting(name: str, args) -> dict:
     command = [sys.executable, str(REPO / "compare.py"), "--preset", "cpu", "--device", "cpu",
                "--size", args.size, "--epochs", str(args.epochs), "--precision", precision, "--adam", adam,
                "--backends", ",".join(args.backends), "--out", str(out)]
+    if name == CONTROL:
+        command += ["--lr", repr(math.nextafter(PRESETS["cpu"].lr, math.inf))]
     print(" ".join(["python", *command[1:]]), flush=True)
     subprocess.run(command, cwd=REPO, check=False)
     results = json.loads((out / "results.json").read_text())
@@ -62,6 +80,17 @@ def run_setting(name: str, args) -> dict:
                                                             "max_abs_pixel_diff": row["max_abs_pixel_diff"]}
                   for row in results["agreement"]},
     }
+
+
+def self_psnr(args) -> dict[str, float | None]:
+    """Each backend's control image against its own float64-reference image (float PSNR, dB)."""
+    found = {}
+    for name in args.backends:
+        a, b = (args.out / setting / f"{name}.npy" for setting in (CONTROLLED, CONTROL))
+        if a.exists() and b.exists():
+            db = psnr(postprocess_float(np.load(a)), postprocess_float(np.load(b)))
+            found[name] = db if math.isfinite(db) else None
+    return found
 
 
 def _db(value) -> str:
@@ -79,7 +108,14 @@ def markdown(report: dict) -> str:
     ]
     for name, row in report["settings"].items():
         cells = [_db(row["pairs"].get(pair, {}).get("float_psnr_db")) for pair in pairs]
-        lines.append(f"| {name.replace('-', ', ')} Adam | " + " | ".join(cells) + " |")
+        label = "float64, reference Adam, lr + 1 ulp" if name == CONTROL else f"{name.replace('-', ', ')} Adam"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    control = report["settings"].get(CONTROL, {}).get("self_psnr_db")
+    if control:
+        lines += ["", "The rounding control: each backend against itself, float64 reference Adam with lr 0.3 and "
+                      "with lr one ulp larger (the same math, one rounding apart).", "",
+                  "| backend | " + " | ".join(control) + " |", "|---|" + "---:|" * len(control),
+                  "| PSNR, lr vs lr + 1 ulp | " + " | ".join(_db(v) for v in control.values()) + " |"]
     lines.append("")
     lines += [f"- `{row['command']}`" for row in report["settings"].values()]
     return "\n".join(lines) + "\n"
@@ -109,6 +145,8 @@ def main(argv=None) -> int:
             report["backends"] = [n for n in backends.NAMES if n in {*previous.get("backends", []), *args.backends}]
     for name in names:
         report["settings"][name] = run_setting(name, args)
+        if CONTROL in report["settings"]:
+            report["settings"][CONTROL]["self_psnr_db"] = self_psnr(args)
         report["settings"] = {n: report["settings"][n] for n in SETTINGS if n in report["settings"]}
         atomic.write_text(report_path, json.dumps(report, indent=1))
         atomic.write_text(args.out / "trajectories.md", markdown(report))
