@@ -36,7 +36,7 @@ from flax import nnx, struct
 from common import devices, keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase
-from common.config import LossWeights
+from common.config import DEFAULT_TAPS, LossWeights
 from common.interface import LossParts
 from common.reference import ADAM_BETAS
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
@@ -184,6 +184,7 @@ class JaxState:
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     content_layers: tuple = struct.field(pytree_node=False)
     style_layers: tuple = struct.field(pytree_node=False)
+    taps: str = struct.field(pytree_node=False)
     loss_weights: LossWeights = struct.field(pytree_node=False)
 
 
@@ -324,6 +325,10 @@ class JaxBackend(BackendBase):
             return None
         return (self.jax_device.memory_stats() or {}).get("peak_bytes_in_use")
 
+    def framework_cuda_version(self) -> str | None:
+        # "gpu" is JAX's CUDA platform (ROCm is "rocm"); its client reports the CUDA version it runs with.
+        return self.jax_device.client.platform_version if self.jax_device.platform == "gpu" else None
+
     def square_matmul(self, n: int):
         a = jax.device_put(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), self.jax_device)
         a = a.astype(self.compute_dtype)
@@ -333,20 +338,20 @@ class JaxBackend(BackendBase):
     # --- model and losses -----------------------------------------------------------------
 
     @x64_as_needed
-    def extract_features(self, X, content_layers, style_layers):
-        return self._extract_features(self.params, X, plan=self.plan(content_layers, style_layers))
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
+        return self._extract_features(self.params, X, plan=self.plan(content_layers, style_layers, taps))
 
     def _features(self, params, X, plan: FeaturePlan):
         net = nnx.merge(self.net_def, params)
         wanted = set(plan.content + plan.style)
         if self.has_input_transform:
             X = X[..., self.input_order] * self.input_scale + self.input_shift
-        taps = {}
+        outputs = {}
         for layer in plan.layers:
             X = net.layers[layer.index](X)
             if layer.name in wanted:
-                taps[layer.name] = X.astype(self.dtype)  # bf16 computes only inside the network
-        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+                outputs[layer.name] = X.astype(self.dtype)  # bf16 computes only inside the network
+        return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     @x64_as_needed
     def gram(self, X):
@@ -384,11 +389,13 @@ class JaxBackend(BackendBase):
         opt_state = jax.device_put(tx.init(X), self.jax_device)
         return JaxState(
             X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx,
-            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+            tuple(config.content_layers), tuple(config.style_layers), config.taps,
+            config.resolved_loss_weights(self.weights.loss_weights),
         )
 
     def _loss(self, params, state: JaxState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self._features(params, X, self.plan(state.content_layers, state.style_layers))
+        plan = self.plan(state.content_layers, state.style_layers, state.taps)
+        contents_Y_hat, styles_Y_hat = self._features(params, X, plan)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def _value_and_grad(self, params, state: JaxState) -> tuple[LossParts, jax.Array]:

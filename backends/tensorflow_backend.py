@@ -33,6 +33,7 @@ import tensorflow as tf  # noqa: E402
 from common import devices, keras_weights  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
 from common.backend import BackendBase  # noqa: E402
+from common.config import DEFAULT_TAPS, LossWeights  # noqa: E402
 from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.reference import ADAM_BETAS  # noqa: E402
@@ -56,7 +57,8 @@ class TensorFlowState:
     styles_Y_gram: list
     content_layers: tuple
     style_layers: tuple
-    loss_weights: object
+    taps: str
+    loss_weights: LossWeights
     step: Callable[[], LossParts] | None = None  # this run's compiled training step
 
 
@@ -150,6 +152,9 @@ class TensorFlowBackend(BackendBase):
             return None
         return tf.config.experimental.get_memory_info(self.device.lstrip("/"))["peak"]
 
+    def framework_cuda_version(self) -> str | None:
+        return tf.sysconfig.get_build_info().get("cuda_version") if self.device.startswith("/GPU") else None
+
     def speed_settings(self) -> dict:
         from tensorflow.python.util import _pywrap_util_port
 
@@ -169,18 +174,18 @@ class TensorFlowBackend(BackendBase):
 
     # --- model and losses -----------------------------------------------------------------
 
-    def extract_features(self, X, content_layers, style_layers):
-        plan = self.plan(content_layers, style_layers)
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
+        plan = self.plan(content_layers, style_layers, taps)
         wanted = set(plan.content + plan.style)
-        taps = {}
+        outputs = {}
         with tf.device(self.device):
             if self.has_input_transform:
                 X = tf.gather(X, self.input_order, axis=-1) * self.input_scale + self.input_shift
             for layer in plan.layers:
                 X = self.net[layer.index](X)
                 if layer.name in wanted:
-                    taps[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
-        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+                    outputs[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
+        return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     def gram(self, X):
         num_channels, n = X.shape[-1], X.shape.num_elements() // X.shape[-1]
@@ -218,7 +223,8 @@ class TensorFlowBackend(BackendBase):
             styles_Y_gram = [self.gram(Y) for Y in styles_Y]
         state = TensorFlowState(
             gen_img, trainer, list(contents_Y), styles_Y_gram,
-            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+            tuple(config.content_layers), tuple(config.style_layers), config.taps,
+            config.resolved_loss_weights(self.weights.loss_weights),
         )
 
         def step() -> LossParts:
@@ -232,7 +238,7 @@ class TensorFlowBackend(BackendBase):
         return state
 
     def _loss(self, state: TensorFlowState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
+        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers, state.taps)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TensorFlowState):

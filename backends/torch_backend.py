@@ -17,6 +17,7 @@ from torch import nn
 
 from common import devices, weights as weight_sets
 from common.backend import BackendBase
+from common.config import DEFAULT_TAPS, LossWeights
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
 from common.reference import ADAM_BETAS
@@ -78,7 +79,8 @@ class TorchState:
     styles_Y_gram: list
     content_layers: tuple
     style_layers: tuple
-    loss_weights: object
+    taps: str
+    loss_weights: LossWeights
 
 
 class TorchBackend(BackendBase):
@@ -146,25 +148,28 @@ class TorchBackend(BackendBase):
     def peak_device_bytes(self) -> int | None:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
+    def framework_cuda_version(self) -> str | None:
+        return torch.version.cuda if self.device.type == "cuda" else None
+
     def square_matmul(self, n: int):
         a = torch.randn(n, n, device=self.device, dtype=self.autocast_dtype or torch.float32)
         return lambda: a @ a
 
     # --- model and losses -----------------------------------------------------------------
 
-    def extract_features(self, X, content_layers, style_layers):
-        plan = self.plan(content_layers, style_layers)
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
+        plan = self.plan(content_layers, style_layers, taps)
         wanted = set(plan.content + plan.style)
         if self.has_input_transform:
             X = X[:, self.input_order] * self.input_scale + self.input_shift
         X = X.contiguous(memory_format=self.memory_format)  # the network's layout; still NCHW to index
-        taps = {}
+        outputs = {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             for layer in plan.layers:
                 X = self.net[layer.index](X)
                 if layer.name in wanted:
-                    taps[layer.name] = X.to(self.dtype)  # bf16 computes only inside the network
-        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+                    outputs[layer.name] = X.to(self.dtype)  # bf16 computes only inside the network
+        return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     def gram(self, X):
         num_channels, n = X.shape[1], X.numel() // X.shape[1]
@@ -196,11 +201,12 @@ class TorchBackend(BackendBase):
         styles_Y_gram = [self.gram(Y).detach() for Y in styles_Y]
         return TorchState(
             gen_img, trainer, scheduler, [Y.detach() for Y in contents_Y], styles_Y_gram,
-            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+            tuple(config.content_layers), tuple(config.style_layers), config.taps,
+            config.resolved_loss_weights(self.weights.loss_weights),
         )
 
     def _loss(self, state: TorchState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
+        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers, state.taps)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TorchState):

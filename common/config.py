@@ -22,6 +22,8 @@ MIN_SIDE = 32
 MAX_SIDE = 4096
 
 ADAM_FORMULAS: tuple[str, ...] = ("stock", "reference")
+# What d2l's PyTorch listing reads (common/vgg.py): the default wherever taps are an argument.
+DEFAULT_TAPS = "torch-inplace"
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,14 @@ class StyleTransferConfig:
     content_layers: tuple[int, ...] = CONTENT_LAYERS
     style_layers: tuple[int, ...] = STYLE_LAYERS
     # How VGG indices become feature taps; see common/vgg.py.
-    taps: str = "torch-inplace"
+    taps: str = DEFAULT_TAPS
 
     def replace(self, **changes) -> "StyleTransferConfig":
         return dataclasses.replace(self, **changes)
+
+    def resolved_loss_weights(self, defaults: LossWeights) -> LossWeights:
+        """The run's loss weights: this config's own if set, else ``defaults`` (the weight set's); validated."""
+        return (defaults if self.loss_weights is None else self.loss_weights).validate()
 
     def validate(self) -> "StyleTransferConfig":
         from common.vgg import TAP_READINGS, feature_plan
@@ -101,6 +107,16 @@ class StyleTransferConfig:
         0..49 use lr, 50..99 use lr * 0.8, and so on.
         """
         return self.lr * self.lr_decay ** (epoch // self.lr_decay_epoch)
+
+
+# What a run does is the config's alone; a backend is the machine and the model (weights, device, precision).
+RUN_SETTINGS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(StyleTransferConfig))
+
+
+def misplaced_run_setting(name: str) -> UserError:
+    """The error for a run setting given where it does not belong (to a backend, say)."""
+    return UserError(f"{name} is a run setting: it belongs on StyleTransferConfig (config.replace({name}=...)), "
+                     "not on the backend")
 
 
 # d2l's own settings: the default on a GPU.

@@ -166,8 +166,8 @@ training starts, has many exactly equal neighbours.
 The weighted sum of the three. d2l writes `sum(10 * styles_l + contents_l + [tv_l])` with a style
 weight of 1e3; `10 * styles_l` repeats the list ten times, so the style weight is really 1e4, which
 `LossWeights` says directly. The bundled Caffe weights produce activations about 50 times larger, so
-that weight set carries its own loss weights. `compute_loss` only adds and multiplies the backend's
-tensors, so it is written once for all three.
+that weight set carries its own loss weights, which a config's own `loss_weights` replace.
+`compute_loss` only adds and multiplies the backend's tensors, so it is written once for all three.
 """, (Code(("config:LossWeights",)), all_shared("compute_loss", numpy=("numpy:compute_loss",)))),
 ))
 

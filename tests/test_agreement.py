@@ -206,7 +206,8 @@ def float64_gradient(weights):
         X = content_x.clone().requires_grad_(True)
         contents_Y_hat, styles_Y_hat = taps(X)
         *_, total = net_owner.compute_loss(X, contents_Y_hat, styles_Y_hat, contents_Y,
-                                           [net_owner.gram(Y) for Y in styles_Y], CONFIG.loss_weights)
+                                           [net_owner.gram(Y) for Y in styles_Y],
+                                           CONFIG.resolved_loss_weights(net_owner.weights.loss_weights))
         (grad,) = torch.autograd.grad(total, X)
         return grad.numpy()
 
