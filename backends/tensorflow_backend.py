@@ -84,13 +84,7 @@ class TensorFlowBackend(BackendBase):
         self.jit_compile = JIT_COMPILE
         with tf.device(self.device):
             self.net = self._build_net()
-            transform = self.input_transform()
-            if transform is not None:
-                order, scale, shift = transform
-                self.input_order = order
-                self.input_scale = tf.constant(scale.reshape(1, 1, 1, 3))
-                self.input_shift = tf.constant(shift.reshape(1, 1, 1, 3))
-        self.has_input_transform = transform is not None
+            self.set_input_convention(tf.constant, (1, 1, 1, 3))  # NHWC
 
     def _build_net(self) -> list:
         """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
@@ -107,7 +101,7 @@ class TensorFlowBackend(BackendBase):
             if layer.kind == "conv":
                 conv = vgg.get_layer(keras_name(layer.name))
                 conv.set_weights([
-                    np.transpose(self.weights.params[layer.weight_key], (2, 3, 1, 0)),  # OIHW -> HWIO
+                    weight_sets.oihw_to_hwio(self.weights.params[layer.weight_key]),
                     self.weights.params[layer.bias_key],
                 ])
                 # Keras fuses the ReLU into the convolution; taps are explicit
@@ -359,7 +353,7 @@ def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSe
     params = {}
     for conv in CONV_LAYERS:
         kernel, bias = vgg.get_layer(keras_name(conv.name)).get_weights()
-        params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)), np.float32)  # HWIO -> OIHW
+        params[conv.weight_key] = np.ascontiguousarray(weight_sets.hwio_to_oihw(kernel), np.float32)
         params[conv.bias_key] = np.asarray(bias, dtype=np.float32)
     return keras_weights.weight_set(params, f"keras.applications {keras_weights.FILE_NAME}")
 

@@ -102,13 +102,7 @@ class TorchBackend(BackendBase):
         self.memory_format = (torch.channels_last if self.device.type == "cpu" and self.dtype != torch.float64
                               else torch.contiguous_format)
         self.net = self._build_net()
-        transform = self.input_transform()
-        if transform is not None:
-            order, scale, shift = transform
-            self.input_order = order
-            self.input_scale = torch.from_numpy(scale).reshape(1, 3, 1, 1).to(self.device)  # in self.dtype
-            self.input_shift = torch.from_numpy(shift).reshape(1, 3, 1, 1).to(self.device)
-        self.has_input_transform = transform is not None
+        self.set_input_convention(lambda a: torch.from_numpy(a).to(self.device), (1, 3, 1, 1))  # NCHW
 
     def _build_net(self) -> nn.Sequential:
         net = torchvision.models.vgg19(weights=None).features

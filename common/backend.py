@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -99,6 +99,18 @@ class BackendBase:
         scale = np.asarray(convention.scale, dtype=self.numpy_dtype)
         shift = np.asarray(convention.shift, dtype=self.numpy_dtype)
         return list(convention.order), scale, shift
+
+    def set_input_convention(self, constant: Callable[[np.ndarray], Any], shape: tuple[int, ...]) -> None:
+        """Keep ``input_transform`` for ``extract_features``: ``has_input_transform``, and if there is one
+        ``input_order`` and ``input_scale`` / ``input_shift`` as framework constants of ``shape``
+        (one value per channel, placed to broadcast over the layout), made by ``constant`` on the backend's device.
+        """
+        transform = self.input_transform()
+        self.has_input_transform = transform is not None
+        if transform is not None:
+            order, scale, shift = transform
+            self.input_order = order
+            self.input_scale, self.input_shift = constant(scale.reshape(shape)), constant(shift.reshape(shape))
 
     def preprocess(self, img, image_shape: tuple[int, int]):
         return self.from_numpy(images.preprocess_array(img, image_shape))

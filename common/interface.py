@@ -81,7 +81,8 @@ class Backend(Protocol):
 
     # The model and the losses.
     def extract_features(
-        self, X: Tensor, content_layers: Sequence[int | str], style_layers: Sequence[int | str], taps: str = DEFAULT_TAPS
+        self, X: Tensor, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
+        taps: str = DEFAULT_TAPS,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """The outputs at the layers, read as ``taps`` says (common/vgg.py)."""
     def gram(self, X: Tensor) -> Tensor: ...

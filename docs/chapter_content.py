@@ -95,7 +95,8 @@ Caffe VGG19 (as Keras distributes it), which expects BGR in [0, 255] minus a mea
 image to suit them would change what the learning rate and the TV loss mean, so the image stays in
 d2l's space and each backend maps it to the network's input at the top of `extract_features` (next
 section): a channel permutation and one affine map per channel, which the weight set carries.
-""", (Code(("weights:InputConvention", "weights:_caffe_bgr", "base:BackendBase.input_transform")),)),
+""", (Code(("weights:InputConvention", "weights:_caffe_bgr", "base:BackendBase.input_transform",
+           "base:BackendBase.set_input_convention")),)),
 ))
 
 FEATURES = Section("features", "Extracting features", (
@@ -121,15 +122,15 @@ splits each into a convolution and a separate `ReLU` layer, so either can be a t
 network as a Flax NNX module and splits it once into its structure and its weights, so that the
 weights are an argument of the compiled function rather than constants baked into it; its
 convolution and pooling layers carry hand-written gradients (`_max_pool_bwd`, `_frozen_conv3x3_bwd`),
-which XLA runs faster on the CPU than the ones it derives; the docstrings give the measurements. The
-weights arrive in PyTorch's OIHW kernel layout; TensorFlow and JAX
-transpose them to HWIO. Each `__init__`
+which XLA runs faster on the CPU than the ones it derives (the docstrings give the measurements), so
+only on the CPU (`CUSTOM_GRADIENT_PLATFORMS`); elsewhere it keeps XLA's own. The weights arrive in
+PyTorch's OIHW kernel layout; TensorFlow and JAX transpose them to HWIO (`oihw_to_hwio`). Each `__init__`
 also sets the framework's precision (see the differences section) and the input convention above.
 """, (Tabs(
         own("torch", "__init__", "_build_net", "extract_features"),
         own("tensorflow", "__init__", "_build_net", "extract_features"),
-        ("jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3", "jax:input_grad_kernel", "jax:frozen_conv3x3",
-         "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
+        ("jax:CUSTOM_GRADIENT_PLATFORMS", "jax:pool2x2", "jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3",
+         "jax:input_grad_kernel", "jax:frozen_conv3x3", "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
         + own("jax", "__init__", "_build_net", "extract_features", "_features"),
     ),)),
     Part("Content and style targets", """
