@@ -85,9 +85,9 @@ program never sees the difference. PyTorch's `to_numpy` copies, because `.numpy(
 shares its memory and the optimizer updates the image in place. `preprocess` and `postprocess`
 themselves are shared: NumPy's work plus the backend's own conversion.
 """, (Tabs(
-        own("torch", "from_numpy", "to_numpy") + shared("preprocess", "postprocess"),
-        own("tensorflow", "from_numpy", "to_numpy") + shared("preprocess", "postprocess"),
-        own("jax", "from_numpy", "to_numpy") + shared("preprocess", "postprocess"),
+        own("torch", "from_numpy", "to_numpy") + shared("scalar", "preprocess", "postprocess"),
+        own("tensorflow", "from_numpy", "to_numpy") + shared("scalar", "preprocess", "postprocess"),
+        own("jax", "from_numpy", "to_numpy") + shared("scalar", "preprocess", "postprocess"),
     ),)),
     Part("The weights' input convention", """
 The normalized RGB image is what torchvision's VGG19 expects. The bundled weights are the original
@@ -226,11 +226,13 @@ one. `compare.py` reports every step, so there it runs one at a time.
 TIMING = Part("How the time was measured", """
 A timer must wait for the device: PyTorch on a GPU and JAX everywhere return before their work is
 done. Each backend waits in its framework's own way; TensorFlow's `.numpy()` waits for its value, so
-it needs nothing more. `device_name` and `peak_device_bytes` fill the table's device columns.
+it needs nothing more. `device_name` and `peak_device_bytes` fill the table's device columns, and
+`cuda_version` the versions line on a GPU.
 """, (Tabs(
-    own("torch", "synchronize", "device_name", "peak_device_bytes"),
-    shared("synchronize") + own("tensorflow", "device_name", "peak_device_bytes"),
-    own("jax", "synchronize", "device_name", "peak_device_bytes"),
+    own("torch", "synchronize", "device_name", "peak_device_bytes", "framework_cuda_version") + shared("cuda_version"),
+    shared("synchronize") + own("tensorflow", "device_name", "peak_device_bytes", "framework_cuda_version")
+    + shared("cuda_version"),
+    own("jax", "synchronize", "device_name", "peak_device_bytes", "framework_cuda_version") + shared("cuda_version"),
 ),))
 
 
