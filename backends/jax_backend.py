@@ -35,8 +35,8 @@ from flax import nnx, struct
 
 from common import devices, keras_weights
 from common import weights as weight_sets
-from common.backend import BackendBase
-from common.config import DEFAULT_TAPS, LossWeights
+from common.backend import BackendBase, RunPlan
+from common.config import DEFAULT_TAPS
 from common.interface import LossParts
 from common.reference import ADAM_BETAS
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
@@ -195,10 +195,7 @@ class JaxState:
     contents_Y: list
     styles_Y_gram: list
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    content_layers: tuple = struct.field(pytree_node=False)
-    style_layers: tuple = struct.field(pytree_node=False)
-    taps: str = struct.field(pytree_node=False)
-    loss_weights: LossWeights = struct.field(pytree_node=False)
+    run: RunPlan = struct.field(pytree_node=False)  # the config's layers, taps and loss weights
 
 
 def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> optax.Schedule:
@@ -397,13 +394,11 @@ class JaxBackend(BackendBase):
         opt_state = jax.device_put(tx.init(X), self.jax_device)
         return JaxState(
             X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx,
-            tuple(config.content_layers), tuple(config.style_layers), config.taps,
-            config.resolved_loss_weights(self.weights.loss_weights),
+            self.run_plan(config),
         )
 
     def _loss(self, params, state: JaxState, X) -> LossParts:
-        plan = self.plan(state.content_layers, state.style_layers, state.taps)
-        contents_Y_hat, styles_Y_hat = self._features(params, X, plan=plan)
+        contents_Y_hat, styles_Y_hat = self._features(params, X, plan=state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def _value_and_grad(self, params, state: JaxState) -> tuple[LossParts, jax.Array]:

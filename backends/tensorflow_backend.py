@@ -32,12 +32,11 @@ import tensorflow as tf  # noqa: E402
 
 from common import devices, keras_weights  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
-from common.backend import BackendBase  # noqa: E402
-from common.config import DEFAULT_TAPS, LossWeights  # noqa: E402
+from common.backend import BackendBase, RunPlan  # noqa: E402
 from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.reference import ADAM_BETAS  # noqa: E402
-from common.vgg import CONV_LAYERS, VGG19_LAYERS, keras_name  # noqa: E402
+from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name  # noqa: E402
 
 # Native weights are Keras' ImageNet VGG19 file (common/keras_weights.py), downloaded
 # by Keras when its cache lacks it; this bounds each connect or read, not the whole file.
@@ -55,10 +54,7 @@ class TensorFlowState:
     trainer: keras.optimizers.Optimizer  # Adam; its learning-rate schedule is d2l's StepLR
     contents_Y: list
     styles_Y_gram: list
-    content_layers: tuple
-    style_layers: tuple
-    taps: str
-    loss_weights: LossWeights
+    run: RunPlan  # the config's layers, taps and loss weights
     step: Callable[[], LossParts] | None = None  # this run's compiled training step
 
 
@@ -168,8 +164,7 @@ class TensorFlowBackend(BackendBase):
 
     # --- model and losses -----------------------------------------------------------------
 
-    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
-        plan = self.plan(content_layers, style_layers, taps)
+    def _features(self, X, plan: FeaturePlan):
         wanted = set(plan.content + plan.style)
         outputs = {}
         with tf.device(self.device):
@@ -217,8 +212,7 @@ class TensorFlowBackend(BackendBase):
             styles_Y_gram = [self.gram(Y) for Y in styles_Y]
         state = TensorFlowState(
             gen_img, trainer, list(contents_Y), styles_Y_gram,
-            tuple(config.content_layers), tuple(config.style_layers), config.taps,
-            config.resolved_loss_weights(self.weights.loss_weights),
+            self.run_plan(config),
         )
 
         def step() -> LossParts:
@@ -232,7 +226,7 @@ class TensorFlowBackend(BackendBase):
         return state
 
     def _loss(self, state: TensorFlowState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers, state.taps)
+        contents_Y_hat, styles_Y_hat = self._features(X, state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TensorFlowState):

@@ -16,12 +16,11 @@ import torchvision
 from torch import nn
 
 from common import devices, weights as weight_sets
-from common.backend import BackendBase
-from common.config import DEFAULT_TAPS, LossWeights
+from common.backend import BackendBase, RunPlan
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
 from common.reference import ADAM_BETAS
-from common.vgg import CONV_LAYERS
+from common.vgg import CONV_LAYERS, FeaturePlan
 
 # torchvision's VGG19_Weights.IMAGENET1K_V1; the file name carries the first
 # hex digits of its sha256, which torch checks on download and we on load.
@@ -77,10 +76,7 @@ class TorchState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     contents_Y: list
     styles_Y_gram: list
-    content_layers: tuple
-    style_layers: tuple
-    taps: str
-    loss_weights: LossWeights
+    run: RunPlan  # the config's layers, taps and loss weights
 
 
 class TorchBackend(BackendBase):
@@ -151,8 +147,7 @@ class TorchBackend(BackendBase):
 
     # --- model and losses -----------------------------------------------------------------
 
-    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
-        plan = self.plan(content_layers, style_layers, taps)
+    def _features(self, X, plan: FeaturePlan):
         wanted = set(plan.content + plan.style)
         if self.has_input_transform:
             X = X[:, self.input_order] * self.input_scale + self.input_shift
@@ -195,12 +190,11 @@ class TorchBackend(BackendBase):
         styles_Y_gram = [self.gram(Y).detach() for Y in styles_Y]
         return TorchState(
             gen_img, trainer, scheduler, [Y.detach() for Y in contents_Y], styles_Y_gram,
-            tuple(config.content_layers), tuple(config.style_layers), config.taps,
-            config.resolved_loss_weights(self.weights.loss_weights),
+            self.run_plan(config),
         )
 
     def _loss(self, state: TorchState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers, state.taps)
+        contents_Y_hat, styles_Y_hat = self._features(X, state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TorchState):

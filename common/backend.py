@@ -9,16 +9,25 @@ tensors through ``+``, ``*`` and the subclass's own methods.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from common import devices, images, machine, weights as weight_sets
-from common.config import DEFAULT_TAPS, LossWeights, StyleTransferConfig
+from common.config import DEFAULT_TAPS, LossWeights, StyleTransferConfig, check_taps
 from common.errors import DivergedError, UserError
 from common.interface import PRECISIONS, Callback, LossParts, StepReport, working_dtype
 from common.vgg import FeaturePlan, feature_plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a training state reads from its config, resolved once: the outputs to keep and the loss weights."""
+
+    features: FeaturePlan
+    loss_weights: LossWeights
 
 
 class BackendBase:
@@ -89,7 +98,16 @@ class BackendBase:
 
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
              taps: str = DEFAULT_TAPS) -> FeaturePlan:
-        return _plan(tuple(content_layers), tuple(style_layers), taps)
+        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps))
+
+    def run_plan(self, config: StyleTransferConfig) -> RunPlan:
+        """The config's layers, taps and loss weights (by default the weight set's), as a training state keeps them."""
+        return RunPlan(self.plan(config.content_layers, config.style_layers, config.taps),
+                       config.resolved_loss_weights(self.weights.loss_weights))
+
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
+        """The outputs at the content and the style layers, read as ``taps`` says (common/vgg.py)."""
+        return self._features(X, self.plan(content_layers, style_layers, taps))
 
     def input_transform(self) -> tuple[list[int], np.ndarray, np.ndarray] | None:
         """The weight set's input convention as (channel order, scale, shift), or None if identity."""
@@ -130,7 +148,7 @@ class BackendBase:
     def summed_losses(self, X, contents_Y_hat, styles_Y_hat, state) -> LossParts:
         """compute_loss against a training state's targets, each kind summed over its layers."""
         contents_l, styles_l, tv_l, l = self.compute_loss(
-            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.run.loss_weights
         )
         return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
 

@@ -76,7 +76,7 @@ class StyleTransferConfig:
         return (defaults if self.loss_weights is None else self.loss_weights).validate()
 
     def validate(self) -> "StyleTransferConfig":
-        from common.vgg import TAP_READINGS, feature_plan
+        from common.vgg import feature_plan
 
         check_image_shape(self.image_shape)
         _check_positive("lr", self.lr)
@@ -90,8 +90,7 @@ class StyleTransferConfig:
         _check_positive_int("lr_decay_epoch", self.lr_decay_epoch)
         if self.loss_weights is not None:
             self.loss_weights.validate()
-        if self.taps not in TAP_READINGS:
-            raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {self.taps!r}")
+        check_taps(self.taps)
         if not (self.content_layers or self.style_layers):
             raise UserError("content_layers and style_layers are both empty; at least one layer is needed")
         try:
@@ -141,6 +140,15 @@ def check_image_shape(image_shape) -> tuple[int, int]:
         if value > MAX_SIDE:
             raise UserError(f"image {side} {value} is too large (at most {MAX_SIDE} pixels per side)")
     return height, width
+
+
+def check_taps(taps) -> str:
+    """``taps`` if it names a reading in common/vgg.py, else a one-line ``UserError``."""
+    from common.vgg import TAP_READINGS
+
+    if taps not in TAP_READINGS:
+        raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {taps!r}")
+    return taps
 
 
 def _check_positive(name: str, value) -> None:

@@ -127,8 +127,8 @@ only on the CPU (`CUSTOM_GRADIENT_PLATFORMS`); elsewhere it keeps XLA's own. The
 PyTorch's OIHW kernel layout; TensorFlow and JAX transpose them to HWIO (`oihw_to_hwio`). Each `__init__`
 also sets the framework's precision (see the differences section) and the input convention above.
 """, (Tabs(
-        own("torch", "__init__", "_build_net", "extract_features"),
-        own("tensorflow", "__init__", "_build_net", "extract_features"),
+        own("torch", "__init__", "_build_net") + shared("extract_features") + own("torch", "_features"),
+        own("tensorflow", "__init__", "_build_net") + shared("extract_features") + own("tensorflow", "_features"),
         ("jax:CUSTOM_GRADIENT_PLATFORMS", "jax:pool2x2", "jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3",
          "jax:input_grad_kernel", "jax:frozen_conv3x3", "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
         + own("jax", "__init__", "_build_net", "extract_features", "_features"),
@@ -177,9 +177,11 @@ The image being optimized is the model's only parameter, and it starts as the co
 wraps it in an `nn.Module`, d2l's `SynthesizedImage`; TensorFlow makes it a `tf.Variable`; in JAX it
 is an array in an immutable state that every step replaces. The state also holds the optimizer (Adam
 with d2l's step schedule), the content targets and the style targets' Gram matrices, computed once
-here. TensorFlow also wraps its training step in a `tf.function` here, traced into a graph on its
+here, and the run's plan: which layers' outputs to keep, read with the config's taps, and the config's
+loss weights (else the weight set's), resolved once from the config, which alone owns them.
+TensorFlow also wraps its training step in a `tf.function` here, traced into a graph on its
 first call; JAX's Adam is an optax transformation whose state is a pytree of arrays beside the image.
-""", (Tabs(
+""", (Code(("base:RunPlan", "base:BackendBase.run_plan")), Tabs(
     ("torch:SynthesizedImage", "torch:TorchState") + own("torch", "init_state", "current_image"),
     ("tensorflow:TensorFlowState",) + own("tensorflow", "init_state", "current_image"),
     ("jax:JaxState",) + own("jax", "init_state", "current_image"),

@@ -105,3 +105,9 @@ def test_get_backend_refuses_run_settings(backend_name, setting):
 def test_get_backend_refuses_unknown_options():
     with pytest.raises(UserError, match="not 'colour'"):
         backends.get_backend("torch", colour="blue")
+
+
+def test_extract_features_refuses_an_unknown_reading(backend):
+    X = backend.from_numpy(np.zeros((1, 3, 32, 48), np.float32))
+    with pytest.raises(UserError, match="^taps must be one of torch-inplace, pre-relu, got 'post-relu'$"):
+        backend.extract_features(X, BASE.content_layers, BASE.style_layers, "post-relu")
