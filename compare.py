@@ -464,8 +464,7 @@ def diverge(args) -> int:
             raise UserError(reason)
     content_x = images.preprocess_array(content_img, config.image_shape)
     style_x = images.preprocess_array(style_img, config.image_shape)
-    a, b = (backends.get_backend(name, weights=args.weights, device=DEVICES[args.device], precision=args.precision,
-                                 taps=args.taps)
+    a, b = (backends.get_backend(name, weights=args.weights, device=DEVICES[args.device], precision=args.precision)
             for name in args.diverge)
     print(f"running {a.name} and {b.name} for {config.num_epochs} steps at "
           f"{config.image_shape[0]}x{config.image_shape[1]}, weights {args.weights}, precision {args.precision}, "

@@ -7,13 +7,16 @@ backend's module (and so its framework) on first use.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+import platform
 import subprocess
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
-from common.errors import BackendUnavailable
+from common.config import RUN_SETTINGS, misplaced_run_setting
+from common.errors import BackendUnavailable, UserError
 
 
 @dataclass(frozen=True)
@@ -23,20 +26,32 @@ class BackendInfo:
     cls: str
     requires: tuple[str, ...]  # top-level modules the backend imports
     install: str  # what to tell a user who lacks them
+    packages: tuple[str, ...]  # the distributions whose versions a result records
 
 
 REGISTRY: dict[str, BackendInfo] = {
     info.name: info
     for info in (
         BackendInfo("torch", "backends.torch_backend", "TorchBackend", ("torch", "torchvision"),
-                    "pip install torch torchvision   (or: pip install -e '.[torch]')"),
+                    "pip install torch torchvision   (or: pip install -e '.[torch]')", ("torch", "torchvision")),
         BackendInfo("tensorflow", "backends.tensorflow_backend", "TensorFlowBackend", ("tensorflow", "keras"),
-                    "pip install tensorflow   (or: pip install -e '.[tensorflow]')"),
+                    "pip install tensorflow   (or: pip install -e '.[tensorflow]')", ("tensorflow", "keras")),
         BackendInfo("jax", "backends.jax_backend", "JaxBackend", ("jax", "flax", "optax"),
-                    "pip install jax flax optax   (or: pip install -e '.[jax]')"),
+                    "pip install jax flax optax   (or: pip install -e '.[jax]')", ("jax", "jaxlib", "flax", "optax")),
     )
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def versions(name: str) -> dict[str, str]:
+    """Python's, NumPy's and the backend's packages' versions, from their metadata (nothing is imported)."""
+    found = {"python": platform.python_version()}
+    for package in ("numpy", *_info(name).packages):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def installed(name: str) -> bool:
@@ -74,12 +89,17 @@ def why_unavailable(name: str) -> str | None:
     return None
 
 
-def get_backend(name: str, *, weights="bundled", device: str | None = None, precision: str = "float32", **options):
+def get_backend(name: str, *, weights="bundled", device: str | None = None, precision: str = "float32", **misplaced):
     """A ready backend: ``name`` is "torch", "tensorflow" or "jax".
 
     ``weights`` is "bundled" (default), "keras", "native", "random" or a mapping of
-    arrays; ``options`` may set ``taps`` and ``loss_weights``.
+    arrays. A backend is the machine and the model; what a run does (taps, loss
+    weights, ...) is its ``StyleTransferConfig``'s, and is rejected here.
     """
+    for option in misplaced:
+        if option in RUN_SETTINGS:
+            raise misplaced_run_setting(option)
+        raise UserError(f"get_backend takes weights, device and precision, not {option!r}")
     info = _info(name)
     reason = why_unavailable(name) if not installed(name) else None
     if reason:
@@ -89,7 +109,7 @@ def get_backend(name: str, *, weights="bundled", device: str | None = None, prec
         module = importlib.import_module(info.module)
     except ImportError as exc:
         raise BackendUnavailable(f"backend {name!r} failed to import ({exc}); {info.install}") from None
-    return getattr(module, info.cls)(weights=weights, device=device, precision=precision, **options)
+    return getattr(module, info.cls)(weights=weights, device=device, precision=precision)
 
 
 def _info(name: str) -> BackendInfo:

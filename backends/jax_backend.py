@@ -35,8 +35,8 @@ from flax import nnx, struct
 
 from common import devices, keras_weights
 from common import weights as weight_sets
-from common.backend import BackendBase
-from common.config import LossWeights
+from common.backend import BackendBase, RunPlan
+from common.config import DEFAULT_TAPS
 from common.interface import LossParts
 from common.reference import ADAM_BETAS
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
@@ -54,6 +54,11 @@ MATMUL_PRECISION = {"float32": jax.lax.Precision.HIGHEST, "tf32": jax.lax.Precis
                     "bf16": jax.lax.Precision.HIGHEST,  # bf16: losses stay strict float32
                     "float64": jax.lax.Precision.HIGHEST}
 COMPUTE_DTYPE = {"float32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16, "float64": jnp.float64}
+
+# Where the network uses the hand-written gradients of max_pool and frozen_conv3x3 below. Both replace
+# XLA CPU code that measured slow (a serial select_and_scatter, a kernel transpose in every step);
+# neither was measured on a GPU, where XLA's own gradients are kept.
+CUSTOM_GRADIENT_PLATFORMS = ("cpu",)
 
 
 def x64_as_needed(method):
@@ -83,9 +88,14 @@ def abs_(x):
     return jnp.sign(x) * x
 
 
+def pool2x2(x):
+    """VGG's 2x2, stride-2 max pooling (NHWC), with XLA's own gradient."""
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
 @jax.custom_vjp
 def max_pool(x):
-    """VGG's 2x2, stride-2 max pooling (NHWC), with a gradient that XLA runs fast on the CPU.
+    """``pool2x2`` with a gradient that XLA runs fast on the CPU.
 
     The gradient goes to the first maximum of each window in row-major order,
     bit for bit as ``lax.reduce_window``'s own (``select_and_scatter``) does,
@@ -93,7 +103,7 @@ def max_pool(x):
     serial loop: at 150x225 the four poolings' gradients took 42 ms of a 373 ms
     step; written with ``argmax`` and a one-hot they take 2 ms.
     """
-    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+    return pool2x2(x)
 
 
 def _max_pool_fwd(x):
@@ -148,27 +158,30 @@ frozen_conv3x3.defvjp(_frozen_conv3x3_fwd, _frozen_conv3x3_bwd)
 class FrozenConv(nnx.Module):
     """``nnx.Conv(in, out, (3, 3), padding="SAME")`` for pretrained weights that are never trained."""
 
-    def __init__(self, in_channels, out_channels, *, precision, dtype, rngs: nnx.Rngs):
+    def __init__(self, in_channels, out_channels, *, precision, dtype, rngs: nnx.Rngs, custom_gradient=True):
         self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (3, 3, in_channels, out_channels)))
         self.grad_kernel = nnx.Variable(jnp.zeros((3, 3, out_channels, in_channels)))  # input_grad_kernel(kernel)
         self.bias = nnx.Param(jnp.zeros((out_channels,)))
-        self.precision, self.dtype = precision, dtype
+        self.precision, self.dtype, self.custom_gradient = precision, dtype, custom_gradient
 
     def __call__(self, x):
         x, kernel, bias = (a.astype(self.dtype) for a in (x, self.kernel[...], self.bias[...]))
-        return frozen_conv3x3(x, kernel, self.grad_kernel[...], self.precision) + bias
+        if self.custom_gradient:
+            return frozen_conv3x3(x, kernel, self.grad_kernel[...], self.precision) + bias
+        return conv3x3(x, kernel, self.precision) + bias
 
 
 class VGG19(nnx.Module):
     """torchvision's ``vgg19().features`` in NHWC: ``layers[i]`` is ``features[i]``."""
 
-    def __init__(self, *, precision, dtype, rngs: nnx.Rngs):
+    def __init__(self, *, precision, dtype, custom_gradients: bool, rngs: nnx.Rngs):
         def make(layer):
             if layer.kind == "conv":
-                return FrozenConv(layer.in_channels, layer.out_channels, precision=precision, dtype=dtype, rngs=rngs)
+                return FrozenConv(layer.in_channels, layer.out_channels, precision=precision, dtype=dtype, rngs=rngs,
+                                  custom_gradient=custom_gradients)
             if layer.kind == "relu":
                 return nnx.relu
-            return max_pool
+            return max_pool if custom_gradients else pool2x2
 
         self.layers = nnx.List([make(layer) for layer in VGG19_LAYERS])
 
@@ -182,9 +195,7 @@ class JaxState:
     contents_Y: list
     styles_Y_gram: list
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    content_layers: tuple = struct.field(pytree_node=False)
-    style_layers: tuple = struct.field(pytree_node=False)
-    loss_weights: LossWeights = struct.field(pytree_node=False)
+    run: RunPlan = struct.field(pytree_node=False)  # the config's layers, taps and loss weights
 
 
 def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> optax.Schedule:
@@ -257,33 +268,28 @@ class JaxBackend(BackendBase):
         self.jax_device = pick_device(self.requested_device)
         self.device = "cpu" if self.jax_device.platform == "cpu" else f"{self.jax_device.platform}:{self.jax_device.id}"
         self.steps_per_dispatch = STEPS_PER_DISPATCH if self.jax_device.platform == "cpu" else 1
+        self.custom_gradients = self.jax_device.platform in CUSTOM_GRADIENT_PLATFORMS
         # Strict float32 unless asked: on recent NVIDIA GPUs JAX's DEFAULT precision is TF32-class.
         self.matmul_precision = MATMUL_PRECISION[self.precision]
         self.compute_dtype = COMPUTE_DTYPE[self.precision]
         self.dtype = jnp.float64 if self.precision == "float64" else jnp.float32  # image, losses, Adam
         with jax.enable_x64(self.precision == "float64"):  # see x64_as_needed
             self.net_def, self.params = self._build_net()
-            transform = self.input_transform()
-            if transform is not None:
-                order, scale, shift = transform
-                self.input_order = np.asarray(order)
-                self.input_scale = jax.device_put(scale, self.jax_device)  # broadcasts over NHWC's last axis
-                self.input_shift = jax.device_put(shift, self.jax_device)
-        self.has_input_transform = transform is not None
-        # Compiled once per shape and static settings. The VGG weights are an
-        # argument (not closed over), so they are not baked into each program.
-        self._extract_features = jax.jit(self._features, static_argnames="plan")
-        self._train_step = jax.jit(self._step, donate_argnames="state")
-        self._train_steps = jax.jit(self._steps, static_argnames="num_steps", donate_argnames="state")
-        self._loss_and_grad = jax.jit(self._value_and_grad)
+            self.set_input_convention(lambda a: jax.device_put(a, self.jax_device), (3,))  # NHWC's last axis
+        # Each pure method below becomes, on this instance, its own compiled self (same name), compiled
+        # once per shape and static settings. The VGG weights are an argument (not closed over), so they
+        # are not baked into each program.
+        self._features = jax.jit(self._features, static_argnames="plan")
+        self._step = jax.jit(self._step, donate_argnames="state")
+        self._steps = jax.jit(self._steps, static_argnames="num_steps", donate_argnames="state")
+        self._value_and_grad = jax.jit(self._value_and_grad)
 
     def _build_net(self) -> tuple[nnx.GraphDef, nnx.State]:
         # Flax's checkpoint-restoring idiom: an abstract module (no random init), then our arrays.
         abstract = nnx.eval_shape(lambda: VGG19(precision=CONV_PRECISION[self.precision], dtype=self.compute_dtype,
-                                                rngs=nnx.Rngs(0)))
+                                                custom_gradients=self.custom_gradients, rngs=nnx.Rngs(0)))
         net_def, params = nnx.split(abstract)
-        # OIHW -> HWIO
-        kernels = {conv.index: np.transpose(self.weights.params[conv.weight_key], (2, 3, 1, 0)).astype(self.numpy_dtype)
+        kernels = {conv.index: weight_sets.oihw_to_hwio(self.weights.params[conv.weight_key]).astype(self.numpy_dtype)
                    for conv in CONV_LAYERS}
         arrays = {
             "layers": {
@@ -324,6 +330,10 @@ class JaxBackend(BackendBase):
             return None
         return (self.jax_device.memory_stats() or {}).get("peak_bytes_in_use")
 
+    def framework_cuda_version(self) -> str | None:
+        # "gpu" is JAX's CUDA platform (ROCm is "rocm"); its client reports the CUDA version it runs with.
+        return self.jax_device.client.platform_version if self.jax_device.platform == "gpu" else None
+
     def square_matmul(self, n: int):
         a = jax.device_put(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32), self.jax_device)
         a = a.astype(self.compute_dtype)
@@ -333,20 +343,20 @@ class JaxBackend(BackendBase):
     # --- model and losses -----------------------------------------------------------------
 
     @x64_as_needed
-    def extract_features(self, X, content_layers, style_layers):
-        return self._extract_features(self.params, X, plan=self.plan(content_layers, style_layers))
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
+        return self._features(self.params, X, plan=self.plan(content_layers, style_layers, taps))
 
     def _features(self, params, X, plan: FeaturePlan):
         net = nnx.merge(self.net_def, params)
         wanted = set(plan.content + plan.style)
         if self.has_input_transform:
             X = X[..., self.input_order] * self.input_scale + self.input_shift
-        taps = {}
+        outputs = {}
         for layer in plan.layers:
             X = net.layers[layer.index](X)
             if layer.name in wanted:
-                taps[layer.name] = X.astype(self.dtype)  # bf16 computes only inside the network
-        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+                outputs[layer.name] = X.astype(self.dtype)  # bf16 computes only inside the network
+        return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     @x64_as_needed
     def gram(self, X):
@@ -384,11 +394,11 @@ class JaxBackend(BackendBase):
         opt_state = jax.device_put(tx.init(X), self.jax_device)
         return JaxState(
             X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx,
-            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+            self.run_plan(config),
         )
 
     def _loss(self, params, state: JaxState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self._features(params, X, self.plan(state.content_layers, state.style_layers))
+        contents_Y_hat, styles_Y_hat = self._features(params, X, plan=state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def _value_and_grad(self, params, state: JaxState) -> tuple[LossParts, jax.Array]:
@@ -414,11 +424,11 @@ class JaxBackend(BackendBase):
     @x64_as_needed
     def train_step(self, state: JaxState):
         """One compiled step; ``state`` is donated: use only the returned one afterwards."""
-        return self._train_step(self.params, state)
+        return self._step(self.params, state)
 
     @x64_as_needed
     def loss_and_grad(self, state: JaxState):
-        return self._loss_and_grad(self.params, state)
+        return self._value_and_grad(self.params, state)
 
     def current_image(self, state: JaxState):
         return state.X
@@ -435,7 +445,7 @@ class JaxBackend(BackendBase):
         groups, rest = divmod(num_steps, self.steps_per_dispatch)
         losses = []
         for _ in range(groups):
-            state, stacked = self._train_steps(self.params, state, num_steps=self.steps_per_dispatch)
+            state, stacked = self._steps(self.params, state, num_steps=self.steps_per_dispatch)
             losses.append(stacked)
         state, singles = super().train_steps(state, rest)
         return state, losses + singles

@@ -32,11 +32,11 @@ import tensorflow as tf  # noqa: E402
 
 from common import devices, keras_weights  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
-from common.backend import BackendBase  # noqa: E402
+from common.backend import BackendBase, RunPlan  # noqa: E402
 from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.reference import ADAM_BETAS  # noqa: E402
-from common.vgg import CONV_LAYERS, VGG19_LAYERS, keras_name  # noqa: E402
+from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name  # noqa: E402
 
 # Native weights are Keras' ImageNet VGG19 file (common/keras_weights.py), downloaded
 # by Keras when its cache lacks it; this bounds each connect or read, not the whole file.
@@ -54,9 +54,7 @@ class TensorFlowState:
     trainer: keras.optimizers.Optimizer  # Adam; its learning-rate schedule is d2l's StepLR
     contents_Y: list
     styles_Y_gram: list
-    content_layers: tuple
-    style_layers: tuple
-    loss_weights: object
+    run: RunPlan  # the config's layers, taps and loss weights
     step: Callable[[], LossParts] | None = None  # this run's compiled training step
 
 
@@ -82,13 +80,7 @@ class TensorFlowBackend(BackendBase):
         self.jit_compile = JIT_COMPILE
         with tf.device(self.device):
             self.net = self._build_net()
-            transform = self.input_transform()
-            if transform is not None:
-                order, scale, shift = transform
-                self.input_order = order
-                self.input_scale = tf.constant(scale.reshape(1, 1, 1, 3))
-                self.input_shift = tf.constant(shift.reshape(1, 1, 1, 3))
-        self.has_input_transform = transform is not None
+            self.set_input_convention(tf.constant, (1, 1, 1, 3))  # NHWC
 
     def _build_net(self) -> list:
         """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
@@ -105,7 +97,7 @@ class TensorFlowBackend(BackendBase):
             if layer.kind == "conv":
                 conv = vgg.get_layer(keras_name(layer.name))
                 conv.set_weights([
-                    np.transpose(self.weights.params[layer.weight_key], (2, 3, 1, 0)),  # OIHW -> HWIO
+                    weight_sets.oihw_to_hwio(self.weights.params[layer.weight_key]),
                     self.weights.params[layer.bias_key],
                 ])
                 # Keras fuses the ReLU into the convolution; taps are explicit
@@ -150,6 +142,9 @@ class TensorFlowBackend(BackendBase):
             return None
         return tf.config.experimental.get_memory_info(self.device.lstrip("/"))["peak"]
 
+    def framework_cuda_version(self) -> str | None:
+        return tf.sysconfig.get_build_info().get("cuda_version") if self.device.startswith("/GPU") else None
+
     def speed_settings(self) -> dict:
         from tensorflow.python.util import _pywrap_util_port
 
@@ -169,18 +164,17 @@ class TensorFlowBackend(BackendBase):
 
     # --- model and losses -----------------------------------------------------------------
 
-    def extract_features(self, X, content_layers, style_layers):
-        plan = self.plan(content_layers, style_layers)
+    def _features(self, X, plan: FeaturePlan):
         wanted = set(plan.content + plan.style)
-        taps = {}
+        outputs = {}
         with tf.device(self.device):
             if self.has_input_transform:
                 X = tf.gather(X, self.input_order, axis=-1) * self.input_scale + self.input_shift
             for layer in plan.layers:
                 X = self.net[layer.index](X)
                 if layer.name in wanted:
-                    taps[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
-        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+                    outputs[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
+        return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     def gram(self, X):
         num_channels, n = X.shape[-1], X.shape.num_elements() // X.shape[-1]
@@ -218,7 +212,7 @@ class TensorFlowBackend(BackendBase):
             styles_Y_gram = [self.gram(Y) for Y in styles_Y]
         state = TensorFlowState(
             gen_img, trainer, list(contents_Y), styles_Y_gram,
-            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+            self.run_plan(config),
         )
 
         def step() -> LossParts:
@@ -232,7 +226,7 @@ class TensorFlowBackend(BackendBase):
         return state
 
     def _loss(self, state: TensorFlowState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
+        contents_Y_hat, styles_Y_hat = self._features(X, state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TensorFlowState):
@@ -353,7 +347,7 @@ def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSe
     params = {}
     for conv in CONV_LAYERS:
         kernel, bias = vgg.get_layer(keras_name(conv.name)).get_weights()
-        params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)), np.float32)  # HWIO -> OIHW
+        params[conv.weight_key] = np.ascontiguousarray(weight_sets.hwio_to_oihw(kernel), np.float32)
         params[conv.bias_key] = np.asarray(bias, dtype=np.float32)
     return keras_weights.weight_set(params, f"keras.applications {keras_weights.FILE_NAME}")
 

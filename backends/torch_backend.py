@@ -16,11 +16,11 @@ import torchvision
 from torch import nn
 
 from common import devices, weights as weight_sets
-from common.backend import BackendBase
+from common.backend import BackendBase, RunPlan
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
 from common.reference import ADAM_BETAS
-from common.vgg import CONV_LAYERS
+from common.vgg import CONV_LAYERS, FeaturePlan
 
 # torchvision's VGG19_Weights.IMAGENET1K_V1; the file name carries the first
 # hex digits of its sha256, which torch checks on download and we on load.
@@ -76,9 +76,7 @@ class TorchState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     contents_Y: list
     styles_Y_gram: list
-    content_layers: tuple
-    style_layers: tuple
-    loss_weights: object
+    run: RunPlan  # the config's layers, taps and loss weights
 
 
 class TorchBackend(BackendBase):
@@ -100,13 +98,7 @@ class TorchBackend(BackendBase):
         self.memory_format = (torch.channels_last if self.device.type == "cpu" and self.dtype != torch.float64
                               else torch.contiguous_format)
         self.net = self._build_net()
-        transform = self.input_transform()
-        if transform is not None:
-            order, scale, shift = transform
-            self.input_order = order
-            self.input_scale = torch.from_numpy(scale).reshape(1, 3, 1, 1).to(self.device)  # in self.dtype
-            self.input_shift = torch.from_numpy(shift).reshape(1, 3, 1, 1).to(self.device)
-        self.has_input_transform = transform is not None
+        self.set_input_convention(lambda a: torch.from_numpy(a).to(self.device), (1, 3, 1, 1))  # NCHW
 
     def _build_net(self) -> nn.Sequential:
         net = torchvision.models.vgg19(weights=None).features
@@ -146,25 +138,27 @@ class TorchBackend(BackendBase):
     def peak_device_bytes(self) -> int | None:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
 
+    def framework_cuda_version(self) -> str | None:
+        return torch.version.cuda if self.device.type == "cuda" else None
+
     def square_matmul(self, n: int):
         a = torch.randn(n, n, device=self.device, dtype=self.autocast_dtype or torch.float32)
         return lambda: a @ a
 
     # --- model and losses -----------------------------------------------------------------
 
-    def extract_features(self, X, content_layers, style_layers):
-        plan = self.plan(content_layers, style_layers)
+    def _features(self, X, plan: FeaturePlan):
         wanted = set(plan.content + plan.style)
         if self.has_input_transform:
             X = X[:, self.input_order] * self.input_scale + self.input_shift
         X = X.contiguous(memory_format=self.memory_format)  # the network's layout; still NCHW to index
-        taps = {}
+        outputs = {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             for layer in plan.layers:
                 X = self.net[layer.index](X)
                 if layer.name in wanted:
-                    taps[layer.name] = X.to(self.dtype)  # bf16 computes only inside the network
-        return [taps[name] for name in plan.content], [taps[name] for name in plan.style]
+                    outputs[layer.name] = X.to(self.dtype)  # bf16 computes only inside the network
+        return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     def gram(self, X):
         num_channels, n = X.shape[1], X.numel() // X.shape[1]
@@ -196,11 +190,11 @@ class TorchBackend(BackendBase):
         styles_Y_gram = [self.gram(Y).detach() for Y in styles_Y]
         return TorchState(
             gen_img, trainer, scheduler, [Y.detach() for Y in contents_Y], styles_Y_gram,
-            tuple(config.content_layers), tuple(config.style_layers), config.loss_weights or self.loss_weights,
+            self.run_plan(config),
         )
 
     def _loss(self, state: TorchState, X) -> LossParts:
-        contents_Y_hat, styles_Y_hat = self.extract_features(X, state.content_layers, state.style_layers)
+        contents_Y_hat, styles_Y_hat = self._features(X, state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TorchState):

@@ -86,8 +86,9 @@ def features(backend, x: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarr
 
 def _state(backend, content_x, style_x, config: StyleTransferConfig, start_x=None):
     content_X = backend.from_numpy(content_x)
-    contents_Y, _ = backend.extract_features(content_X, config.content_layers, config.style_layers)
-    _, styles_Y = backend.extract_features(backend.from_numpy(style_x), config.content_layers, config.style_layers)
+    layers = (config.content_layers, config.style_layers, config.taps)
+    contents_Y, _ = backend.extract_features(content_X, *layers)
+    _, styles_Y = backend.extract_features(backend.from_numpy(style_x), *layers)
     X = content_X if start_x is None else backend.from_numpy(start_x)
     return backend.init_state(X, contents_Y, styles_Y, config)
 

@@ -9,43 +9,41 @@ tensors through ``+``, ``*`` and the subclass's own methods.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from common import devices, images, machine, weights as weight_sets
-from common.config import LossWeights, StyleTransferConfig
+from common.config import DEFAULT_TAPS, LossWeights, StyleTransferConfig, check_taps
 from common.errors import DivergedError, UserError
 from common.interface import PRECISIONS, Callback, LossParts, StepReport, working_dtype
-from common.vgg import TAP_READINGS, FeaturePlan, feature_plan
+from common.vgg import FeaturePlan, feature_plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a training state reads from its config, resolved once: the outputs to keep and the loss weights."""
+
+    features: FeaturePlan
+    loss_weights: LossWeights
 
 
 class BackendBase:
     name = "base"
 
-    def __init__(
-        self,
-        *,
-        weights="bundled",
-        device: str | None = None,
-        precision: str = "float32",
-        taps: str = "torch-inplace",
-        loss_weights: LossWeights | None = None,
-    ):
+    def __init__(self, *, weights="bundled", device: str | None = None, precision: str = "float32"):
+        """What the machine and the model are; what a run does is its ``StyleTransferConfig``'s."""
         if precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if taps not in TAP_READINGS:
-            raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {taps!r}")
         self.precision = precision
         self.numpy_dtype = working_dtype(precision)  # what from_numpy makes and to_numpy returns
-        self.taps = taps
         self.weights = weight_sets.resolve(weights, native=self.load_native_weights)
-        self.loss_weights = (loss_weights or self.weights.loss_weights).validate()
         self.requested_device = devices.parse(device)  # None: the framework's default
 
     def __repr__(self) -> str:
-        return f"<{self.name} backend on {self.device}, {self.precision}, weights={self.weights.name}, taps={self.taps}>"
+        return f"<{self.name} backend on {self.device}, {self.precision}, weights={self.weights.name}>"
 
     # --- what subclasses may provide ------------------------------------------------------
 
@@ -63,6 +61,10 @@ class BackendBase:
         """Peak accelerator memory this process used, where the framework reports it."""
         return None
 
+    def framework_cuda_version(self) -> str | None:
+        """The CUDA version the framework runs with on this backend's NVIDIA GPU, None on the CPU; may raise."""
+        return None
+
     def square_matmul(self, n: int):
         """A function that queues one n x n matrix product in this backend's compute precision, on its device."""
         raise NotImplementedError(f"the {self.name} backend has no matmul probe")
@@ -72,6 +74,13 @@ class BackendBase:
         return {}
 
     # --- shared --------------------------------------------------------------------------
+
+    def cuda_version(self) -> str | None:
+        """``framework_cuda_version``, or None when the framework cannot say."""
+        try:
+            return self.framework_cuda_version()
+        except Exception:  # a version string is not worth a failed run
+            return None
 
     def peak_matmul_flops(self, sizes: Sequence[int] | None = None) -> float:
         """The best FLOP/s of this framework's square matrix products on this device (common/machine.py).
@@ -87,8 +96,18 @@ class BackendBase:
         return machine.best_matmul_flops(self.square_matmul, wait,
                                          sizes=sizes or (machine.GPU_PEAK_SIZES if on_gpu else machine.CPU_PEAK_SIZES))
 
-    def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str]) -> FeaturePlan:
-        return _plan(tuple(content_layers), tuple(style_layers), self.taps)
+    def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
+             taps: str = DEFAULT_TAPS) -> FeaturePlan:
+        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps))
+
+    def run_plan(self, config: StyleTransferConfig) -> RunPlan:
+        """The config's layers, taps and loss weights (by default the weight set's), as a training state keeps them."""
+        return RunPlan(self.plan(config.content_layers, config.style_layers, config.taps),
+                       config.resolved_loss_weights(self.weights.loss_weights))
+
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
+        """The outputs at the content and the style layers, read as ``taps`` says (common/vgg.py)."""
+        return self._features(X, self.plan(content_layers, style_layers, taps))
 
     def input_transform(self) -> tuple[list[int], np.ndarray, np.ndarray] | None:
         """The weight set's input convention as (channel order, scale, shift), or None if identity."""
@@ -99,14 +118,26 @@ class BackendBase:
         shift = np.asarray(convention.shift, dtype=self.numpy_dtype)
         return list(convention.order), scale, shift
 
+    def set_input_convention(self, constant: Callable[[np.ndarray], Any], shape: tuple[int, ...]) -> None:
+        """Keep ``input_transform`` for ``extract_features``: ``has_input_transform``, and if there is one
+        ``input_order`` and ``input_scale`` / ``input_shift`` as framework constants of ``shape``
+        (one value per channel, placed to broadcast over the layout), made by ``constant`` on the backend's device.
+        """
+        transform = self.input_transform()
+        self.has_input_transform = transform is not None
+        if transform is not None:
+            order, scale, shift = transform
+            self.input_order = order
+            self.input_scale, self.input_shift = constant(scale.reshape(shape)), constant(shift.reshape(shape))
+
     def preprocess(self, img, image_shape: tuple[int, int]):
         return self.from_numpy(images.preprocess_array(img, image_shape))
 
     def postprocess(self, X):
         return images.postprocess_array(self.to_numpy(X))
 
-    def compute_loss(self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights=None):
-        w = loss_weights or self.loss_weights
+    def compute_loss(self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights):
+        w = loss_weights
         contents_l = [self.content_loss(Y_hat, Y) * w.content for Y_hat, Y in zip(contents_Y_hat, contents_Y)]
         # d2l: sum(10 * styles_l + ...) repeats the list; style weight 1e4 says the same once.
         styles_l = [self.style_loss(Y_hat, Y) * w.style for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
@@ -117,7 +148,7 @@ class BackendBase:
     def summed_losses(self, X, contents_Y_hat, styles_Y_hat, state) -> LossParts:
         """compute_loss against a training state's targets, each kind summed over its layers."""
         contents_l, styles_l, tv_l, l = self.compute_loss(
-            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.loss_weights
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.run.loss_weights
         )
         return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
 

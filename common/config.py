@@ -22,6 +22,8 @@ MIN_SIDE = 32
 MAX_SIDE = 4096
 
 ADAM_FORMULAS: tuple[str, ...] = ("stock", "reference")
+# What d2l's PyTorch listing reads (common/vgg.py): the default wherever taps are an argument.
+DEFAULT_TAPS = "torch-inplace"
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,17 @@ class StyleTransferConfig:
     content_layers: tuple[int, ...] = CONTENT_LAYERS
     style_layers: tuple[int, ...] = STYLE_LAYERS
     # How VGG indices become feature taps; see common/vgg.py.
-    taps: str = "torch-inplace"
+    taps: str = DEFAULT_TAPS
 
     def replace(self, **changes) -> "StyleTransferConfig":
         return dataclasses.replace(self, **changes)
 
+    def resolved_loss_weights(self, defaults: LossWeights) -> LossWeights:
+        """The run's loss weights: this config's own if set, else ``defaults`` (the weight set's); validated."""
+        return (defaults if self.loss_weights is None else self.loss_weights).validate()
+
     def validate(self) -> "StyleTransferConfig":
-        from common.vgg import TAP_READINGS, feature_plan
+        from common.vgg import feature_plan
 
         check_image_shape(self.image_shape)
         _check_positive("lr", self.lr)
@@ -84,8 +90,7 @@ class StyleTransferConfig:
         _check_positive_int("lr_decay_epoch", self.lr_decay_epoch)
         if self.loss_weights is not None:
             self.loss_weights.validate()
-        if self.taps not in TAP_READINGS:
-            raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {self.taps!r}")
+        check_taps(self.taps)
         if not (self.content_layers or self.style_layers):
             raise UserError("content_layers and style_layers are both empty; at least one layer is needed")
         try:
@@ -101,6 +106,16 @@ class StyleTransferConfig:
         0..49 use lr, 50..99 use lr * 0.8, and so on.
         """
         return self.lr * self.lr_decay ** (epoch // self.lr_decay_epoch)
+
+
+# What a run does is the config's alone; a backend is the machine and the model (weights, device, precision).
+RUN_SETTINGS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(StyleTransferConfig))
+
+
+def misplaced_run_setting(name: str) -> UserError:
+    """The error for a run setting given where it does not belong (to a backend, say)."""
+    return UserError(f"{name} is a run setting: it belongs on StyleTransferConfig (config.replace({name}=...)), "
+                     "not on the backend")
 
 
 # d2l's own settings: the default on a GPU.
@@ -125,6 +140,15 @@ def check_image_shape(image_shape) -> tuple[int, int]:
         if value > MAX_SIDE:
             raise UserError(f"image {side} {value} is too large (at most {MAX_SIDE} pixels per side)")
     return height, width
+
+
+def check_taps(taps) -> str:
+    """``taps`` if it names a reading in common/vgg.py, else a one-line ``UserError``."""
+    from common.vgg import TAP_READINGS
+
+    if taps not in TAP_READINGS:
+        raise UserError(f"taps must be one of {', '.join(TAP_READINGS)}, got {taps!r}")
+    return taps
 
 
 def _check_positive(name: str, value) -> None:

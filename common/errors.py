@@ -1,4 +1,4 @@
-"""The one exception type the command line turns into a one-line message."""
+"""``UserError``, which the command line prints as one line (no traceback), and its kinds."""
 
 
 class UserError(Exception):

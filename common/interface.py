@@ -22,7 +22,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence, runtime_checka
 
 import numpy as np
 
-from common.config import LossWeights, StyleTransferConfig
+from common.config import DEFAULT_TAPS, LossWeights, StyleTransferConfig
 from common.weights import WeightSet
 
 Tensor = Any
@@ -64,17 +64,18 @@ class Backend(Protocol):
     name: str  # "torch", "tensorflow" or "jax"
     device: str  # e.g. "cpu", "cuda:0" (torch), "/GPU:0" (TensorFlow), "gpu:0" (JAX)
     precision: str  # one of PRECISIONS
-    weights: WeightSet
-    loss_weights: LossWeights
-    taps: str  # how VGG indices are read; see common/vgg.py
+    weights: WeightSet  # what a run does (taps, loss weights, ...) is its StyleTransferConfig's, not the backend's
 
     # Tensors in and out (NCHW at this boundary).
     def from_numpy(self, x: np.ndarray) -> Tensor: ...
     def to_numpy(self, t: Tensor) -> np.ndarray: ...
+    def scalar(self, t: Tensor) -> float: ...
     def synchronize(self) -> None:
         """Wait for queued device work, so that a timer sees it finished."""
     def device_name(self) -> str | None: ...
     def peak_device_bytes(self) -> int | None: ...
+    def cuda_version(self) -> str | None:
+        """The CUDA version the framework runs with on this backend's GPU; None on the CPU or when unknown."""
 
     # Images.
     def preprocess(self, img, image_shape: tuple[int, int]) -> Tensor: ...
@@ -82,14 +83,16 @@ class Backend(Protocol):
 
     # The model and the losses.
     def extract_features(
-        self, X: Tensor, content_layers: Sequence[int | str], style_layers: Sequence[int | str]
-    ) -> tuple[list[Tensor], list[Tensor]]: ...
+        self, X: Tensor, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
+        taps: str = DEFAULT_TAPS,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """The outputs at the layers, read as ``taps`` says (common/vgg.py)."""
     def gram(self, X: Tensor) -> Tensor: ...
     def content_loss(self, Y_hat: Tensor, Y: Tensor) -> Tensor: ...
     def style_loss(self, Y_hat: Tensor, gram_Y: Tensor) -> Tensor: ...
     def tv_loss(self, Y_hat: Tensor) -> Tensor: ...
     def compute_loss(
-        self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights | None = None
+        self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights
     ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]: ...
 
     # Training.

@@ -138,7 +138,7 @@ def read_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
             group = f[name]
             kernel_name, bias_name = (n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"])
             kernel = np.asarray(group[kernel_name][()], dtype=np.float32)
-            params[conv.weight_key] = np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)))  # HWIO -> OIHW
+            params[conv.weight_key] = np.ascontiguousarray(weight_sets.hwio_to_oihw(kernel))
             params[conv.bias_key] = np.asarray(group[bias_name][()], dtype=np.float32)
     return params
 
@@ -159,6 +159,6 @@ def write_h5(params: Mapping[str, np.ndarray], path: str | os.PathLike, *, layou
             kernel_name, bias_name = kernel_pattern.format(name=name), bias_pattern.format(name=name)
             group = f.create_group(name)
             group.attrs["weight_names"] = [kernel_name.encode(), bias_name.encode()]
-            group.create_dataset(kernel_name, data=np.transpose(params[conv.weight_key], (2, 3, 1, 0)))  # OIHW -> HWIO
+            group.create_dataset(kernel_name, data=weight_sets.oihw_to_hwio(params[conv.weight_key]))
             group.create_dataset(bias_name, data=params[conv.bias_key])
         f.attrs["layer_names"] = [n.encode() for n in names]

@@ -89,12 +89,10 @@ def run(job: dict, started: float) -> dict:
         from common.weights import random_weights
 
         weights = random_weights(job.get("seed", 0))
-    backend = backends.get_backend(
-        name, weights=weights, device=job.get("device"), precision=job["precision"], taps=config.taps,
-        loss_weights=config.loss_weights,
-    )
+    backend = backends.get_backend(name, weights=weights, device=job.get("device"), precision=job["precision"])
     if job.get("loss_weight_overrides"):
-        backend.loss_weights = dataclasses.replace(backend.loss_weights, **job["loss_weight_overrides"]).validate()
+        config = config.replace(loss_weights=dataclasses.replace(
+            config.resolved_loss_weights(backend.weights.loss_weights), **job["loss_weight_overrides"]))
     backend.synchronize()
     setup_s = time.perf_counter() - started
     content = images.load_image(job["content"], "content image")
@@ -122,8 +120,8 @@ def run(job: dict, started: float) -> dict:
         "device_name": backend.device_name() or cpu_name(),
         "precision": backend.precision,
         "weights": backend.weights.name,
-        "taps": backend.taps,
-        "loss_weights": dataclasses.asdict(config.loss_weights or backend.loss_weights),
+        "taps": config.taps,
+        "loss_weights": dataclasses.asdict(config.resolved_loss_weights(backend.weights.loss_weights)),
         "versions": {**versions(name), "cuda": cuda_version(name)},
         "setup_s": setup_s,
         "first_step_s": runs[0]["first_step_s"],

@@ -12,8 +12,8 @@ def targets(backend: Backend, content_img, style_img, config: StyleTransferConfi
     """d2l's ``get_contents`` and ``get_styles``: the images and their target features."""
     content_X = backend.preprocess(content_img, config.image_shape)
     style_X = backend.preprocess(style_img, config.image_shape)
-    contents_Y, _ = backend.extract_features(content_X, config.content_layers, config.style_layers)
-    _, styles_Y = backend.extract_features(style_X, config.content_layers, config.style_layers)
+    contents_Y, _ = backend.extract_features(content_X, config.content_layers, config.style_layers, config.taps)
+    _, styles_Y = backend.extract_features(style_X, config.content_layers, config.style_layers, config.taps)
     return content_X, contents_Y, styles_Y
 
 

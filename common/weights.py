@@ -97,6 +97,16 @@ class WeightSet:
     source: str = ""
 
 
+def oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
+    """A PyTorch (out, in, height, width) kernel in TensorFlow's, Keras' and JAX's (height, width, in, out) layout."""
+    return np.transpose(kernel, (2, 3, 1, 0))
+
+
+def hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
+    """The inverse of ``oihw_to_hwio``: a (height, width, in, out) kernel as PyTorch's (out, in, height, width)."""
+    return np.transpose(kernel, (3, 2, 0, 1))
+
+
 def resolve(weights, *, native=None) -> WeightSet:
     """Turn the ``weights=`` argument of ``get_backend`` into a ``WeightSet``.
 

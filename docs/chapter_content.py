@@ -85,9 +85,9 @@ program never sees the difference. PyTorch's `to_numpy` copies, because `.numpy(
 shares its memory and the optimizer updates the image in place. `preprocess` and `postprocess`
 themselves are shared: NumPy's work plus the backend's own conversion.
 """, (Tabs(
-        own("torch", "from_numpy", "to_numpy") + shared("preprocess", "postprocess"),
-        own("tensorflow", "from_numpy", "to_numpy") + shared("preprocess", "postprocess"),
-        own("jax", "from_numpy", "to_numpy") + shared("preprocess", "postprocess"),
+        own("torch", "from_numpy", "to_numpy") + shared("scalar", "preprocess", "postprocess"),
+        own("tensorflow", "from_numpy", "to_numpy") + shared("scalar", "preprocess", "postprocess"),
+        own("jax", "from_numpy", "to_numpy") + shared("scalar", "preprocess", "postprocess"),
     ),)),
     Part("The weights' input convention", """
 The normalized RGB image is what torchvision's VGG19 expects. The bundled weights are the original
@@ -95,7 +95,8 @@ Caffe VGG19 (as Keras distributes it), which expects BGR in [0, 255] minus a mea
 image to suit them would change what the learning rate and the TV loss mean, so the image stays in
 d2l's space and each backend maps it to the network's input at the top of `extract_features` (next
 section): a channel permutation and one affine map per channel, which the weight set carries.
-""", (Code(("weights:InputConvention", "weights:_caffe_bgr", "base:BackendBase.input_transform")),)),
+""", (Code(("weights:InputConvention", "weights:_caffe_bgr", "base:BackendBase.input_transform",
+           "base:BackendBase.set_input_convention")),)),
 ))
 
 FEATURES = Section("features", "Extracting features", (
@@ -121,15 +122,15 @@ splits each into a convolution and a separate `ReLU` layer, so either can be a t
 network as a Flax NNX module and splits it once into its structure and its weights, so that the
 weights are an argument of the compiled function rather than constants baked into it; its
 convolution and pooling layers carry hand-written gradients (`_max_pool_bwd`, `_frozen_conv3x3_bwd`),
-which XLA runs faster on the CPU than the ones it derives; the docstrings give the measurements. The
-weights arrive in PyTorch's OIHW kernel layout; TensorFlow and JAX
-transpose them to HWIO. Each `__init__`
+which XLA runs faster on the CPU than the ones it derives (the docstrings give the measurements), so
+only on the CPU (`CUSTOM_GRADIENT_PLATFORMS`); elsewhere it keeps XLA's own. The weights arrive in
+PyTorch's OIHW kernel layout; TensorFlow and JAX transpose them to HWIO (`oihw_to_hwio`). Each `__init__`
 also sets the framework's precision (see the differences section) and the input convention above.
 """, (Tabs(
-        own("torch", "__init__", "_build_net", "extract_features"),
-        own("tensorflow", "__init__", "_build_net", "extract_features"),
-        ("jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3", "jax:input_grad_kernel", "jax:frozen_conv3x3",
-         "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
+        own("torch", "__init__", "_build_net") + shared("extract_features") + own("torch", "_features"),
+        own("tensorflow", "__init__", "_build_net") + shared("extract_features") + own("tensorflow", "_features"),
+        ("jax:CUSTOM_GRADIENT_PLATFORMS", "jax:pool2x2", "jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3",
+         "jax:input_grad_kernel", "jax:frozen_conv3x3", "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
         + own("jax", "__init__", "_build_net", "extract_features", "_features"),
     ),)),
     Part("Content and style targets", """
@@ -166,8 +167,8 @@ training starts, has many exactly equal neighbours.
 The weighted sum of the three. d2l writes `sum(10 * styles_l + contents_l + [tv_l])` with a style
 weight of 1e3; `10 * styles_l` repeats the list ten times, so the style weight is really 1e4, which
 `LossWeights` says directly. The bundled Caffe weights produce activations about 50 times larger, so
-that weight set carries its own loss weights. `compute_loss` only adds and multiplies the backend's
-tensors, so it is written once for all three.
+that weight set carries its own loss weights, which a config's own `loss_weights` replace.
+`compute_loss` only adds and multiplies the backend's tensors, so it is written once for all three.
 """, (Code(("config:LossWeights",)), all_shared("compute_loss", numpy=("numpy:compute_loss",)))),
 ))
 
@@ -176,9 +177,11 @@ The image being optimized is the model's only parameter, and it starts as the co
 wraps it in an `nn.Module`, d2l's `SynthesizedImage`; TensorFlow makes it a `tf.Variable`; in JAX it
 is an array in an immutable state that every step replaces. The state also holds the optimizer (Adam
 with d2l's step schedule), the content targets and the style targets' Gram matrices, computed once
-here. TensorFlow also wraps its training step in a `tf.function` here, traced into a graph on its
+here, and the run's plan: which layers' outputs to keep, read with the config's taps, and the config's
+loss weights (else the weight set's), resolved once from the config, which alone owns them.
+TensorFlow also wraps its training step in a `tf.function` here, traced into a graph on its
 first call; JAX's Adam is an optax transformation whose state is a pytree of arrays beside the image.
-""", (Tabs(
+""", (Code(("base:RunPlan", "base:BackendBase.run_plan")), Tabs(
     ("torch:SynthesizedImage", "torch:TorchState") + own("torch", "init_state", "current_image"),
     ("tensorflow:TensorFlowState",) + own("tensorflow", "init_state", "current_image"),
     ("jax:JaxState",) + own("jax", "init_state", "current_image"),
@@ -225,11 +228,13 @@ one. `compare.py` reports every step, so there it runs one at a time.
 TIMING = Part("How the time was measured", """
 A timer must wait for the device: PyTorch on a GPU and JAX everywhere return before their work is
 done. Each backend waits in its framework's own way; TensorFlow's `.numpy()` waits for its value, so
-it needs nothing more. `device_name` and `peak_device_bytes` fill the table's device columns.
+it needs nothing more. `device_name` and `peak_device_bytes` fill the table's device columns, and
+`cuda_version` the versions line on a GPU.
 """, (Tabs(
-    own("torch", "synchronize", "device_name", "peak_device_bytes"),
-    shared("synchronize") + own("tensorflow", "device_name", "peak_device_bytes"),
-    own("jax", "synchronize", "device_name", "peak_device_bytes"),
+    own("torch", "synchronize", "device_name", "peak_device_bytes", "framework_cuda_version") + shared("cuda_version"),
+    shared("synchronize") + own("tensorflow", "device_name", "peak_device_bytes", "framework_cuda_version")
+    + shared("cuda_version"),
+    own("jax", "synchronize", "device_name", "peak_device_bytes", "framework_cuda_version") + shared("cuda_version"),
 ),))
 
 

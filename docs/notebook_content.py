@@ -128,8 +128,9 @@ print("style layers", config.style_layers, "read", vgg.tap_names(config.style_la
 print("content layers", config.content_layers, "read", vgg.tap_names(config.content_layers, deepest))
 """,
     ("features", "The network in each framework"): """
-plan = backend.plan(config.content_layers, config.style_layers)
-contents_Y_hat, styles_Y_hat = backend.extract_features(content_X, config.content_layers, config.style_layers)
+layers = (config.content_layers, config.style_layers, config.taps)  # taps: how the indices are read
+plan = backend.plan(*layers)
+contents_Y_hat, styles_Y_hat = backend.extract_features(content_X, *layers)
 for kind, names, features in (("content", plan.content, contents_Y_hat), ("style", plan.style, styles_Y_hat)):
     for name, Y in zip(names, features):
         print(f"{kind:7} {name:8} {type(Y).__name__} {tuple(Y.shape)}")
@@ -142,7 +143,7 @@ print("style targets:", [tuple(Y.shape) for Y in styles_Y])
     ("losses", "Content loss"): """
 # A second image to compare with the targets: noise, in the normalized space the images live in.
 noise_X = backend.from_numpy(np.random.default_rng(0).normal(size=X.shape).astype(np.float32))
-noise_contents, noise_styles = backend.extract_features(noise_X, config.content_layers, config.style_layers)
+noise_contents, noise_styles = backend.extract_features(noise_X, *layers)
 
 print("content image vs itself:", backend.scalar(backend.content_loss(contents_Y[0], contents_Y[0])))
 print("noise vs content image: ", backend.scalar(backend.content_loss(noise_contents[0], contents_Y[0])))
@@ -163,8 +164,10 @@ print("TV of the content image:", backend.scalar(backend.tv_loss(content_X)), "|
 print("TV of noise:            ", backend.scalar(backend.tv_loss(noise_X)))
 """,
     ("losses", "The loss function"): """
-contents_l, styles_l, tv_l, l = backend.compute_loss(noise_X, noise_contents, noise_styles, contents_Y, styles_Y_gram)
-print("loss weights of the", backend.weights.name, "weights:", backend.loss_weights)
+loss_weights = config.resolved_loss_weights(backend.weights.loss_weights)  # the config's, else the weights' own
+contents_l, styles_l, tv_l, l = backend.compute_loss(noise_X, noise_contents, noise_styles, contents_Y, styles_Y_gram,
+                                                     loss_weights)
+print("loss weights of this run (", backend.weights.name, "weights):", loss_weights)
 print("weighted content loss:", [round(backend.scalar(v), 4) for v in contents_l])
 print("weighted style losses:", [round(backend.scalar(v), 4) for v in styles_l])
 print("weighted TV loss:     ", round(backend.scalar(tv_l), 4), "| total:", round(backend.scalar(l), 4))

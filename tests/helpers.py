@@ -67,8 +67,9 @@ def random_images(seed: int, shape: tuple[int, int], count: int = 3) -> list[np.
 
 def targets_for(backend, content_X, style_X, config):
     """The content targets of ``content_X`` and the style targets of ``style_X`` (backend tensors)."""
-    contents_Y, _ = backend.extract_features(backend.from_numpy(content_X), config.content_layers, config.style_layers)
-    _, styles_Y = backend.extract_features(backend.from_numpy(style_X), config.content_layers, config.style_layers)
+    layers = (config.content_layers, config.style_layers, config.taps)
+    contents_Y, _ = backend.extract_features(backend.from_numpy(content_X), *layers)
+    _, styles_Y = backend.extract_features(backend.from_numpy(style_X), *layers)
     return contents_Y, styles_Y
 
 

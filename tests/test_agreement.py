@@ -20,6 +20,7 @@ from common import agreement, reference
 from common.config import D2L, LossWeights
 from common.errors import WeightsUnavailable
 from common.images import postprocess_array
+from common.interface import LossParts
 from common.report import psnr
 from common.vgg import feature_plan
 
@@ -174,7 +175,7 @@ def check_outside_near_ties(pair, quantity, a, b, tolerance, ties: agreement.Nea
 @pytest.mark.parametrize("pair", PAIRS, ids=pair_id)
 def test_loss_and_gradient_at_the_content_image(pair, weights):
     (losses_a, grad_a), (losses_b, grad_b) = gradient(pair[0], weights), gradient(pair[1], weights)
-    for k, part in enumerate(("content", "style", "tv", "total")):
+    for k, part in enumerate(LossParts._fields):
         check(pair, f"{part} loss ({weights} weights)", losses_a[k], losses_b[k], tol.LOSS)
     check_outside_near_ties(pair, f"gradient of the total loss ({weights} weights)", grad_a, grad_b, tol.GRADIENT,
                             near_ties(pair, weights))
@@ -206,7 +207,8 @@ def float64_gradient(weights):
         X = content_x.clone().requires_grad_(True)
         contents_Y_hat, styles_Y_hat = taps(X)
         *_, total = net_owner.compute_loss(X, contents_Y_hat, styles_Y_hat, contents_Y,
-                                           [net_owner.gram(Y) for Y in styles_Y], CONFIG.loss_weights)
+                                           [net_owner.gram(Y) for Y in styles_Y],
+                                           CONFIG.resolved_loss_weights(net_owner.weights.loss_weights))
         (grad,) = torch.autograd.grad(total, X)
         return grad.numpy()
 
@@ -296,7 +298,7 @@ def test_short_training_run_agrees(pair):
     history_a = np.array([losses for losses, _ in run_a])
     history_b = np.array([losses for losses, _ in run_b])
     tolerance = tol.for_pair(pair, **tol.HISTORY)
-    for k, part in enumerate(("content", "style", "tv", "total")):
+    for k, part in enumerate(LossParts._fields):
         for epoch in range(tol.TRAIN_EPOCHS):
             check(pair, f"{part} loss at epoch {epoch + 1}", history_a[epoch, k], history_b[epoch, k], tolerance)
     pixels_a, pixels_b = (np.asarray(postprocess_array(run[-1][1])) for run in (run_a, run_b))

@@ -63,6 +63,19 @@ def test_frozen_conv_gradient_is_the_convolutions_own():
     assert rel_err(np.asarray(vjp(g)[0]), np.asarray(vjp_ref(g)[0])) < 1e-6
 
 
+def test_the_hand_written_gradients_are_used_on_the_cpu_only(jax_random, monkeypatch):
+    """Elsewhere (a GPU) the network takes XLA's own gradients: the same gradient, to rounding."""
+    from backends import jax_backend
+
+    monkeypatch.setattr(jax_backend, "CUSTOM_GRADIENT_PLATFORMS", ())
+    plain = make_backend("jax", weights="random")
+    assert jax_random.custom_gradients and not plain.custom_gradients
+    config = CPU.replace(image_shape=(32, 32))
+    images = random_images(8, (32, 32))
+    (_, custom), (_, own) = (b.loss_and_grad(state_for(b, *images, config)) for b in (jax_random, plain))
+    assert rel_err(np.asarray(own), np.asarray(custom)) < 1e-5
+
+
 # --- the compiled step ---------------------------------------------------------------------
 
 
@@ -135,7 +148,7 @@ def test_train_dispatches_several_steps_between_reports(jax_random):
     assert [r.epoch for r in reports[6]] == [6, 8]
     assert [r.lr for r in reports[6]] == [config.lr_at(5), config.lr_at(7)]
     assert all(isinstance(v, float) for parts in histories[6] for v in parts)
-    assert jx._train_steps._cache_size() == 1  # one multi-step program; chunks of 1 and 2 ran step by step
+    assert jx._steps._cache_size() == 1  # one multi-step program; chunks of 1 and 2 ran step by step
     one, six = np.array(histories[1]), np.array(histories[6])
     assert rel_err(six, one) < 1e-4  # the same steps; fused differently, so equal to rounding
 
@@ -191,7 +204,7 @@ def lowered_step_text(backend, shape=(32, 32)) -> str:
     """The StableHLO of one training step (the forward pass, its gradient and the update)."""
     config = CPU.replace(image_shape=shape)
     state = state_for(backend, *random_images(7, shape), config)
-    return backend._train_step.lower(backend.params, state).as_text()
+    return backend._step.lower(backend.params, state).as_text()
 
 
 def ops(text: str, name: str) -> list[str]:

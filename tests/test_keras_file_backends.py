@@ -85,7 +85,7 @@ def test_native_weights_from_keras_cache(name, keras_home, monkeypatch):
     monkeypatch.setattr(keras_weights, "MD5", seed_keras_cache(params))
     native = make_backend(name, weights="native")
     assert native.weights.name == "native" and native.weights.convention == CAFFE_BGR
-    assert native.loss_weights == CAFFE_LOSS_WEIGHTS
+    assert native.weights.loss_weights == CAFFE_LOSS_WEIGHTS
     for key, value in params.items():
         np.testing.assert_array_equal(native.weights.params[key], value, err_msg=key)
 

@@ -29,6 +29,19 @@ def test_importing_common_and_backends_imports_no_framework():
     assert json.loads(out.stdout) == [], f"importing the project imported {out.stdout}"
 
 
+def test_versions_come_from_package_metadata_without_importing_a_framework():
+    code = ("import sys, json, backends\n"
+            "found = {name: backends.versions(name) for name in backends.NAMES}\n"
+            f"print(json.dumps([found, sorted(set({FRAMEWORKS!r}) & set(sys.modules))]))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    found, imported = json.loads(out.stdout)
+    assert imported == []
+    for name, info in backends.REGISTRY.items():
+        assert {"python", "numpy"} <= set(found[name]) <= {"python", "numpy", *info.packages}
+        if backends.installed(name):
+            assert info.requires[0] in found[name]
+
+
 def test_unknown_backend_names_the_choices():
     with pytest.raises(BackendUnavailable, match="unknown backend 'mxnet'.*torch, tensorflow, jax"):
         backends.get_backend("mxnet")

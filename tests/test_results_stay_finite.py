@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from common import report, strict_json
+from common.interface import LossParts
 
 
 def strict_loads(text: str):
@@ -27,7 +28,7 @@ def test_non_finite_numbers_become_null_with_the_reason():
 
 def ok_row(name: str, losses=(1.0, 2.0, 3.0, 6.0)) -> dict:
     return {"backend": name, "status": "ok", "image": f"{name}.png",
-            "final_losses": dict(zip(("content", "style", "tv", "total"), losses))}
+            "final_losses": dict(zip(LossParts._fields, losses))}
 
 
 def test_no_agreement_is_claimed_for_runs_that_are_not_finite(tmp_path):

@@ -35,11 +35,11 @@ def d2l_listing_features(params, X, content_layers, style_layers):
 @pytest.mark.parametrize(("taps", "should_match"), [("torch-inplace", True), ("pre-relu", False)])
 def test_torch_inplace_taps_reproduce_the_d2l_listing(taps, should_match):
     params = weight_sets.random_weights(0).params
-    b = backends.get_backend("torch", weights=params, device="cpu", taps=taps)
+    b = backends.get_backend("torch", weights=params, device="cpu")
     X = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32))
     with torch.no_grad():
         expected = d2l_listing_features(params, X.clone(), [25], [0, 5, 10, 19, 28])
-        actual = b.extract_features(X, [25], [0, 5, 10, 19, 28])
+        actual = b.extract_features(X, [25], [0, 5, 10, 19, 28], taps)
     # Channels-last and NCHW convolutions sum in different orders: measured up to 2.2e-6 of the
     # largest value; a pre-ReLU tap read as a ReLU one is off by order 1.
     matches = [rel_err(a.numpy(), e.numpy()) < 1e-5 for a, e in zip(actual[0] + actual[1], expected[0] + expected[1])]
@@ -121,7 +121,7 @@ def test_native_weights_load_from_a_seeded_cache(torch_home, monkeypatch):
     monkeypatch.setattr(torch_backend, "NATIVE_SHA256_PREFIX", digest[:8])
     b = backends.get_backend("torch", weights="native", device="cpu")
     assert b.weights.name == "native" and b.weights.convention is weight_sets.IMAGENET_RGB
-    assert b.loss_weights == weight_sets.D2L_LOSS_WEIGHTS
+    assert b.weights.loss_weights == weight_sets.D2L_LOSS_WEIGHTS
     reference = backends.get_backend("torch", weights=params, device="cpu")
     X = b.from_numpy(np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32))
     for got, want in zip(b.extract_features(X, [25], [0, 28])[1], reference.extract_features(X, [25], [0, 28])[1]):
