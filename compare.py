@@ -32,10 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO))
 # The per-backend worker; its command takes the job file as its one argument.
-RUNNER = [sys.executable, "-m", "common.runner"]
+RUNNER = [sys.executable, "-m", "tools.stylize_worker"]
 
 import backends  # noqa: E402  (imports no framework)
-from common import atomic, estimate, failures, images, machine, report, strict_json  # noqa: E402
+from common import atomic, images, machine  # noqa: E402
+from tools import estimate, failures, report, strict_json  # noqa: E402
 from common.config import ADAM_FORMULAS, PRESETS, check_image_shape  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
@@ -180,7 +181,7 @@ def backend_pair(text: str) -> list[str]:
 
 
 def run_backend(name: str, job: dict, job_dir: Path, timeout: float, quiet: bool) -> dict:
-    """Run ``common.runner`` for one backend in a child process and return its result row."""
+    """Run ``tools.stylize_worker`` for one backend in a child process and return its result row."""
     reason = backends.why_unavailable(name)
     if reason:
         return {"backend": name, "status": "not installed", "error": reason}
@@ -451,7 +452,7 @@ def config_from_args(args, preset: str, default_epochs: int | None = None):
 
 def diverge(args) -> int:
     """Both backends in this process (the registry imports them in a safe order), step by step."""
-    from common import agreement
+    from tools import agreement
 
     # The cheap checks first: why_unavailable imports each framework (seconds).
     content_img = images.load_image(args.content, "content image")

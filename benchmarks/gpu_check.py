@@ -102,7 +102,7 @@ def worker(name: str, precision: str, image_out: Path, plan: dict) -> dict:
 def psnr_against_float32(rows: list[dict], folder: Path) -> dict[tuple[str, str], float]:
     import numpy as np
 
-    from common.report import psnr
+    from tools.report import psnr
 
     found = {}
     for row in rows:

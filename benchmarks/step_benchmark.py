@@ -34,10 +34,11 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from common import atomic, strict_json  # noqa: E402
+from common import atomic  # noqa: E402
+from tools import strict_json  # noqa: E402
 from common.config import D2L  # noqa: E402
 from common.interface import PRECISIONS  # noqa: E402
-from common.estimate import step_flops  # noqa: E402  (FLOPs from the layer shapes)
+from tools.estimate import step_flops  # noqa: E402  (FLOPs from the layer shapes)
 from backends import NAMES  # noqa: E402  (the registry imports no framework)
 from compare import backend_list, image_size  # noqa: E402
 
@@ -163,7 +164,7 @@ def worker(name: str, precision: str, sizes, plan=None) -> dict:
     if name == "naive":
         precision = "float32"  # the plain listing knows no other; its row says so
     from common.machine import cpu_name
-    from common.runner import versions
+    from tools.stylize_worker import versions
 
     rows = []
     device, settings = cpu_name(), {}

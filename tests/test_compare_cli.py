@@ -15,7 +15,7 @@ from PIL import Image
 
 import backends
 import compare
-from common import report
+from tools import report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,7 +107,7 @@ def test_a_small_real_run_writes_the_whole_report(tmp_path):
     assert not (out / ".jobs").exists()
 
 
-# --- faults: a fake worker stands in for common.runner -----------------------------------------
+# --- faults: a fake worker stands in for tools.stylize_worker -----------------------------------------
 
 FAKE_WORKER = textwrap.dedent(
     """

@@ -1,4 +1,4 @@
-"""Out of memory is told apart from a crash, with the size asked for (issue 18 item 7; common/failures.py).
+"""Out of memory is told apart from a crash, with the size asked for (issue 18 item 7; tools/failures.py).
 
 The messages below are the frameworks' own, copied from real failures on this machine (torch 2.x, TensorFlow
 2.21, jax 0.10: a tensor of 2**45 bytes, and the same under ``ulimit -v``); the live tests trigger them again.
@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import backends
-from common import failures
+from tools import failures
 
 TORCH_CPU = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
              "allocate 35184372088832 bytes. Error code 12 (Cannot allocate memory)")
@@ -88,7 +88,7 @@ HUGE = {  # far beyond any machine's address space, so it fails at once whatever
 
 def test_each_frameworks_real_allocation_failure_becomes_an_out_of_memory_row(backend, tmp_path, monkeypatch):
     """The runner's handler, given the exception the framework really raises (backend fixture: safe import order)."""
-    from common import runner
+    from tools import stylize_worker as runner
 
     def allocate_too_much(job, started):
         exec(HUGE[backend.name], {})

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from common import report, strict_json
+from tools import report, strict_json
 
 
 def strict_loads(text: str):

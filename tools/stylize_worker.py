@@ -1,6 +1,6 @@
 """One backend's run, in its own process: set up, stylize, measure, write a result.
 
-``compare.py`` starts ``python -m common.runner JOB.json`` once per backend, so
+``compare.py`` starts ``python -m tools.stylize_worker JOB.json`` once per backend, so
 each framework gets a fresh process: fair memory figures, no import-order or
 GPU-memory interference. The result (JSON plus the output image) goes into the
 job's folder; a crash leaves a JSON that says what happened.
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import atomic, failures, strict_json
+from common import atomic
+from tools import failures, strict_json
 from common.config import LossWeights, StyleTransferConfig
 from common.errors import DivergedError, UserError
 from common.machine import cpu_name
