@@ -74,7 +74,8 @@ def worker(name: str, precision: str, image_out: Path, plan: dict) -> dict:
 
     import numpy as np
 
-    from benchmarks.step_benchmark import backend_steps, step_flops, time_blocks
+    from tools.estimate import step_flops
+    from tools.step_worker import backend_steps, time_blocks
     from common import images, stylize
     from common.config import D2L
 
