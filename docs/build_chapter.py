@@ -43,7 +43,7 @@ from chapter_model import (  # noqa: E402
     own, shared,
 )
 from common import atomic  # noqa: E402  (stdlib only: common imports no framework)
-from tools.jobs import LOSS_PARTS, Result  # noqa: E402  (the rows of a results.json)
+from tools.jobs import Result  # noqa: E402  (the rows of a results.json; imports no NumPy)
 
 OUTPUTS = ("docs/chapter.md", "docs/chapter.html")
 
@@ -119,8 +119,9 @@ def mib(n: int | None) -> str:
 
 
 def losses_table(finished: list[Result]) -> Table:
-    rows = tuple((r.backend, *(f"{r.final_losses[k]:.4g}" for k in LOSS_PARTS)) for r in finished)
-    return Table(("backend", *(f"final {k} loss" for k in LOSS_PARTS)), rows, (False,) + (True,) * len(LOSS_PARTS))
+    parts = tuple(finished[0].final_losses) if finished else ()  # LossParts' order, as the run wrote them
+    rows = tuple((r.backend, *(f"{r.final_losses[k]:.4g}" for k in parts)) for r in finished)
+    return Table(("backend", *(f"final {k} loss" for k in parts)), rows, (False,) + (True,) * len(parts))
 
 
 def image_agreement_table(run: dict) -> Table:

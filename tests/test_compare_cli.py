@@ -274,3 +274,17 @@ def test_a_workers_log_lines_go_to_its_stderr_file_and_its_messages_to_the_bars(
     assert row.status == "crashed" and row.error == "exit code 1: RuntimeError: boom", row
     assert "oneDNN" not in err and "Traceback" not in err and "2/2" in err and "content 1 style 2 tv 3 lr 0.3" in err
     assert "oneDNN custom operations" in (tmp_path / "job" / "stderr.txt").read_text()
+
+
+def test_the_command_lines_loss_weights_win_over_the_configs_in_training(backend_name, tmp_path):
+    """--tv-weight 0 on a config that carries its own loss weights: the override is what trains and what is reported."""
+    from common.config import LossWeights
+    from tools import stylize_worker
+
+    Image.open(REPO / "assets/chelsea.png").save(tmp_path / "c.png")
+    config = PRESETS["cpu"].replace(image_shape=(32, 48), num_epochs=2, loss_weights=LossWeights(tv=10.0))
+    job = Job(backend=backend_name, out_dir=str(tmp_path), config=config, content=str(tmp_path / "c.png"),
+              style=str(tmp_path / "c.png"), weights="random", loss_weight_overrides={"tv": 0.0})
+    result = stylize_worker.run(job, started=0.0)
+    assert result.loss_weights == {"content": 1.0, "style": 1e4, "tv": 0.0}
+    assert result.final_losses["tv"] == 0 and all(step[2] == 0 for step in result.history)

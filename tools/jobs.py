@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from common.config import LossWeights, StyleTransferConfig
 from common.errors import UserError
-from common.interface import LossParts
 
 # A row's status; the failure statuses of a crashed or out-of-memory worker are tools/failures.py's.
 OK = "ok"
@@ -23,7 +22,15 @@ INTERRUPTED = "interrupted"
 DIVERGED = "diverged"
 ERROR = "error"  # a UserError inside the worker (weights not available, ...)
 
-LOSS_PARTS: tuple[str, ...] = LossParts._fields
+
+def __getattr__(name: str):
+    """``LOSS_PARTS``, the loss names in ``LossParts`` order, read on first use: common.interface imports
+    NumPy, and the chapter's build, which reads Results, must not (tests/test_chapter.py)."""
+    if name == "LOSS_PARTS":
+        from common.interface import LossParts
+
+        return LossParts._fields
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Record:
