@@ -152,7 +152,10 @@ def run_backend(job: Job, timeout: float, quiet: bool) -> Result:
     finally:
         bars.close()
     if outcome.result is not None:
-        return Result.from_dict(outcome.result)
+        try:
+            return Result.from_dict(outcome.result)
+        except UserError as exc:  # a worker from another version of this file
+            return Result.failed(job.backend, failures.CRASHED, f"its result could not be read: {exc}")
     if outcome.returncode is None:
         return Result.failed(job.backend, jobs.TIMED_OUT, f"stopped after {timeout:g} s (--timeout)")
     failure = failures.from_exit(outcome.returncode, outcome.stderr_tail)

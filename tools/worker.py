@@ -90,8 +90,11 @@ def _read_messages(stream, messages: list[dict], on_message) -> None:
             continue  # not ours: serve() points stray prints at stderr, but a C library may still write here
         if isinstance(message, dict) and "event" in message:
             messages.append(message)
-            if on_message is not None:
-                on_message(message)
+            try:
+                if on_message is not None:
+                    on_message(message)
+            except Exception:  # a broken bar must not stop the reading: a full pipe would stall the worker
+                on_message = None
 
 
 def _tail(path: Path, size: int = 4096) -> str:
