@@ -116,7 +116,7 @@ def run_all(args, out: Path, job: Job, summary: dict, content_img, style_img) ->
                 run_folder.collect(job_dir, out, name)
             rows.append(result)
             # Written after every backend, so nothing already measured is lost.
-            write(out, summary, rows, content_img, style_img)
+            report.write_report(out, summary, rows, content_img, style_img)
             if not result.ok:
                 print(printable(f"{name}: {result.status}: {result.error or ''}"), file=sys.stderr)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped): the worker is stopped by now
@@ -125,20 +125,15 @@ def run_all(args, out: Path, job: Job, summary: dict, content_img, style_img) ->
         status = worker.interrupt_exit_code(exc)
     finally:
         shutil.rmtree(jobs_root, ignore_errors=True)
-    write(out, summary, rows, content_img, style_img)
+    report.write_report(out, summary, rows, content_img, style_img)
     with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the files are written
         print()
-        print(printable(report.summary_table(summary["backends"])))
+        print(printable(report.summary_table(rows)))
         print(report.agreement_table(summary["agreement"]))
-        print(run_folder.what_was_written(args.out, summary["backends"], out))
+        print(run_folder.what_was_written(args.out, rows, out))
     if status == 0 and not any(r.ok for r in rows):
         status = 1  # nothing to compare: a script or CI must not take this for success
     return status
-
-
-def write(out: Path, summary: dict, rows: list[Result], content_img, style_img) -> None:
-    summary["backends"] = [row.to_dict() for row in rows]
-    report.write_report(out, summary, content_img, style_img)
 
 
 def run_backend(job: Job, timeout: float, quiet: bool) -> Result:

@@ -1,4 +1,7 @@
-"""Turning backend results into tables and pictures (no framework imports)."""
+"""Turning backend results into tables and pictures (no framework imports).
+
+This run's rows are ``Result``s; --ratio's two files are read as plain dicts, checked by tools/ratio.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from common import atomic, machine
 from common.images import postprocess_float
 from tools import strict_json
 from tools.cli import printable
-from tools.jobs import LOSS_PARTS, OK
+from tools.jobs import LOSS_PARTS, OK, Result
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -26,19 +29,19 @@ def rgb_pixels(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def finished(results: list[dict]) -> list[dict]:
+def finished(results: list[Result]) -> list[Result]:
     """The runs that finished with finite losses: the only ones whose images are compared or plotted."""
-    return [r for r in results if r.get("status") == OK
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in r.get("final_losses", {}).values())]
+    return [r for r in results if r.ok
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (r.final_losses or {}).values())]
 
 
-def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
+def image_agreement(out_dir: Path, results: list[Result]) -> list[dict]:
     """Max absolute pixel difference and PSNR between each pair of finished backends, and PSNR of
     the float images (before rounding to 8 bits) where both were saved.
 
     Identical images have an infinite PSNR, which JSON cannot hold: ``psnr_db`` is then None and ``identical`` True.
     """
-    pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished(results)}
+    pixels = {r.backend: rgb_pixels(out_dir / r.image) for r in finished(results)}
     floats = {name: postprocess_float(np.load(out_dir / f"{name}.npy")) for name in pixels
               if (out_dir / f"{name}.npy").exists()}
     rows = []
@@ -61,7 +64,7 @@ def _mib(n) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
-def summary_table(results: list[dict]) -> str:
+def summary_table(results: list[Result]) -> str:
     header = (
         "| backend | status | setup s | first step s | ms/step (median) | p10-p90 ms | total s | "
         "host MiB | device MiB | content | style | tv |\n"
@@ -69,14 +72,14 @@ def summary_table(results: list[dict]) -> str:
     )
     rows = []
     for r in results:
-        if r.get("status") != OK:
-            rows.append(f"| {r['backend']} | {r['status']}: {r.get('error', '')} |" + " |" * 10)
+        if not r.ok:
+            rows.append(f"| {r.backend} | {r.status}: {r.error or ''} |" + " |" * 10)
             continue
-        f = r["final_losses"]
+        f = r.final_losses
         rows.append(
-            f"| {r['backend']} | ok | {r['setup_s']:.1f} | {r['first_step_s']:.2f} | {_ms(r['step_s_median'])} | "
-            f"{_ms(r['step_s_p10'])}-{_ms(r['step_s_p90'])} | {r['total_s']:.1f} | {_mib(r['peak_host_bytes'])} | "
-            f"{_mib(r['peak_device_bytes'])} | {f['content']:.4g} | {f['style']:.4g} | {f['tv']:.4g} |"
+            f"| {r.backend} | ok | {r.setup_s:.1f} | {r.first_step_s:.2f} | {_ms(r.step_s_median)} | "
+            f"{_ms(r.step_s_p10)}-{_ms(r.step_s_p90)} | {r.total_s:.1f} | {_mib(r.peak_host_bytes)} | "
+            f"{_mib(r.peak_device_bytes)} | {f['content']:.4g} | {f['style']:.4g} | {f['tv']:.4g} |"
         )
     return header + "\n".join(rows) + "\n"
 
@@ -168,7 +171,7 @@ def side_by_side(out_path: Path, panels: list[tuple[str, Image.Image]], height: 
         canvas.save(tmp, format="PNG")
 
 
-def loss_plot(out_path: Path, results: list[dict]) -> None:
+def loss_plot(out_path: Path, results: list[Result]) -> None:
     """Each loss part against the epoch, one line per backend, log scale."""
     import matplotlib
 
@@ -179,8 +182,8 @@ def loss_plot(out_path: Path, results: list[dict]) -> None:
     for k, part in enumerate(LOSS_PARTS):
         ax = axes[k]
         for r in finished(results):
-            history = np.asarray(r["history"])
-            ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r["backend"], lw=1.2)
+            history = np.asarray(r.history)
+            ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r.backend, lw=1.2)
         ax.set_title(f"{part} loss")
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
@@ -192,9 +195,10 @@ def loss_plot(out_path: Path, results: list[dict]) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, summary: dict, content_img, style_img) -> None:
-    """results.json, summary.md, side_by_side.png and (once a backend finished) losses.png; each written whole."""
-    results = summary["backends"]
+def write_report(out: Path, summary: dict, results: list[Result], content_img, style_img) -> None:
+    """results.json (``summary`` with the rows), summary.md, side_by_side.png and, once a backend finished,
+    losses.png; each written whole."""
+    summary["backends"] = [r.to_dict() for r in results]
     summary["agreement"] = image_agreement(out, results)
     atomic.write_text(out / "results.json", strict_json.dumps(summary, indent=1))
     text = (
@@ -207,9 +211,9 @@ def write_report(out: Path, summary: dict, content_img, style_img) -> None:
     atomic.write_text(out / "summary.md", printable(text))
     panels = [("content", content_img), ("style", style_img)]
     for r in results:
-        if r.get("status") == OK:
-            with Image.open(out / r["image"]) as img:
-                panels.append((r["backend"], img.convert("RGB")))
+        if r.ok:
+            with Image.open(out / r.image) as img:
+                panels.append((r.backend, img.convert("RGB")))
     side_by_side(out / "side_by_side.png", panels)
-    if any(r.get("status") == OK for r in results):
+    if any(r.ok for r in results):
         loss_plot(out / "losses.png", results)

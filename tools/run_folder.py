@@ -16,7 +16,7 @@ from pathlib import Path
 import backends  # imports no framework
 from common.errors import UserError
 from tools.cli import printable
-from tools.jobs import OK
+from tools.jobs import Result
 
 JOBS = ".jobs"  # the workers' folders, removed at the end of a run
 
@@ -62,11 +62,11 @@ def remove_previous_run(out: Path) -> None:
     shutil.rmtree(out / JOBS, ignore_errors=True)
 
 
-def what_was_written(shown: Path, results: list[dict], out: Path) -> str:
+def what_was_written(shown: Path, results: list[Result], out: Path) -> str:
     """The closing line: the files this run wrote, and each backend that left no image, with why."""
-    finished = [r["backend"] for r in results if r.get("status") == OK]
-    written = [name for name in run_files([r["backend"] for r in results]) if (out / name).exists()]
-    missing = [f"{r['backend']}.png ({r['status']})" for r in results if r.get("status") != OK]
+    finished = [r.backend for r in results if r.ok]
+    written = [name for name in run_files([r.backend for r in results]) if (out / name).exists()]
+    missing = [f"{r.backend}.png ({r.status})" for r in results if not r.ok]
     line = f"wrote {printable(str(shown))}/: {', '.join(written)}"
     if not finished:
         line = "no backend finished; " + line + " (content and style only in side_by_side.png)"
