@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import backends  # noqa: E402
-from common import agreement, atomic, reference, strict_json  # noqa: E402
+from common import atomic, reference  # noqa: E402
+from tools import agreement, strict_json  # noqa: E402
 from common.images import postprocess_array, postprocess_float  # noqa: E402
-from common.report import psnr  # noqa: E402
+from tools.report import psnr  # noqa: E402
 from common.config import ADAM_FORMULAS, D2L  # noqa: E402
 
 TRAIN_EPOCHS = 20

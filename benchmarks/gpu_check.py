@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from common import atomic, machine  # noqa: E402
 from backends import NAMES  # noqa: E402
+from tools import failures, worker  # noqa: E402
+from tools.gpu_check_worker import GpuCheckJob  # noqa: E402
+
+WORKER = worker.command("tools.gpu_check_worker")
 
 IMAGE_SHAPE = (300, 450)
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -56,7 +58,7 @@ def documented_peak(gpu_name: str) -> dict[str, float] | None:
     return next((peaks for key, peaks in DOCUMENTED_PEAK_TFLOPS if key in gpu_name), None)
 
 
-# --- one backend in one precision (its own process) ---------------------------------------
+# --- one backend in one precision (its own process: tools/gpu_check_worker.py) -----------------
 
 
 # A CPU rehearsal of the whole check (tests/test_gpu_check.py): tiny, so that it proves the code path only.
@@ -69,40 +71,13 @@ FULL = {"image_shape": IMAGE_SHAPE, "epochs": QUALITY_EPOCHS, "warmup": WARMUP, 
         "budget_s": BUDGET_S}
 
 
-def worker(name: str, precision: str, image_out: Path, plan: dict) -> dict:
-    import statistics
-
-    import numpy as np
-
-    from benchmarks.step_benchmark import backend_steps, step_flops, time_blocks
-    from common import images, stylize
-    from common.config import D2L
-
-    started = time.perf_counter()
-    image_shape = tuple(plan["image_shape"])
-    run, sync, backend = backend_steps(name, precision, image_shape)
-    times = time_blocks(run, sync, plan["warmup"], plan["steps"], plan["blocks"])
-    ms = 1e3 * statistics.median(times)
-    peak = backend.peak_matmul_flops(plan.get("peak_sizes"))
-    # The same backend (its compiled programs), a fresh training state: stylize starts from the content image.
-    config = D2L.replace(image_shape=image_shape, num_epochs=plan["epochs"])
-    content_img = images.load_image(images.DEFAULT_CONTENT, "content image")
-    style_img = images.load_image(images.DEFAULT_STYLE, "style image")
-    out_img, _ = stylize.stylize(backend, content_img, style_img, config)
-    np.save(image_out, np.asarray(out_img.convert("RGB")))
-    return {"backend": name, "precision": precision, "gpu": backend.device_name(), "ms_per_step": ms,
-            "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times),
-            "tflops": step_flops(image_shape) / (ms / 1e3) / 1e12, "matmul_peak_tflops": peak / 1e12,
-            "peak_memory_mib": (backend.peak_device_bytes() or 0) / 2**20, "seconds": time.perf_counter() - started}
-
-
 # --- the report -----------------------------------------------------------------------------
 
 
 def psnr_against_float32(rows: list[dict], folder: Path) -> dict[tuple[str, str], float]:
     import numpy as np
 
-    from common.report import psnr
+    from tools.report import psnr
 
     found = {}
     for row in rows:
@@ -158,13 +133,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the table (.md) and the rows (.json) here")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # the whole check, tiny, on any device
     parser.add_argument("--backends", type=lambda text: text.split(","), help=argparse.SUPPRESS)
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     plan = SMOKE if args.smoke else FULL
-    if args.worker:
-        name, precision, image_out = args.worker
-        print(json.dumps(worker(name, precision, Path(image_out), plan)))
-        return 0
     gpus = machine.gpu_names()
     if args.dry_run or not (gpus or args.smoke):  # installed, not imported: a dry run starts no framework
         reason = "asked for with --dry-run" if args.dry_run else "no NVIDIA GPU here (nvidia-smi is missing or lists none)"
@@ -173,31 +143,12 @@ def main() -> int:
     if not names:
         print("gpu_check: no backend can be imported here; install torch and JAX", file=sys.stderr)
         return 1
-    deadline = time.monotonic() + plan["budget_s"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
-    rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        for name in names:
-            for precision in PRECISIONS:
-                left = deadline - time.monotonic()
-                if left < 20:
-                    rows.append({"backend": name, "precision": precision, "error": "skipped: the 5-minute budget ran out"})
-                    continue
-                print(f"gpu_check: {name} {precision} ({left:.0f} s left) ...", file=sys.stderr, flush=True)
-                image = Path(folder) / f"{name}-{precision}.npy"
-                try:
-                    out = subprocess.run([sys.executable, __file__, "--worker", name, precision, str(image),
-                                          *(["--smoke"] if args.smoke else [])],
-                                         capture_output=True, text=True, env=env, cwd=REPO, timeout=left)
-                except subprocess.TimeoutExpired:
-                    rows.append({"backend": name, "precision": precision, "error": "stopped: the 5-minute budget ran out"})
-                    continue
-                if out.returncode != 0:
-                    rows.append({"backend": name, "precision": precision,
-                                 "error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]})
-                else:
-                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        psnr_db = psnr_against_float32(rows, Path(folder))
+    try:
+        with worker.stop_signals_as_interrupts():  # gpu_check.sh's `timeout 300` stops the worker too
+            rows, psnr_db = check(names, plan)
+    except KeyboardInterrupt as exc:
+        print(f"gpu_check: stopped ({getattr(exc, 'name', 'Ctrl-C')}); nothing written", file=sys.stderr)
+        return worker.interrupt_exit_code(exc)
     device = gpus[0] if gpus else f"none (a --smoke rehearsal on {machine.cpu_name()})"
     table = markdown(rows, psnr_db, device, documented_peak(device), plan)
     print(table)
@@ -207,6 +158,32 @@ def main() -> int:
         atomic.write_text(args.out.with_suffix(".json"), json.dumps(report, indent=1))
         atomic.write_text(args.out.with_suffix(".md"), table)
     return 0
+
+
+def check(names: list[str], plan: dict) -> tuple[list[dict], dict]:
+    """Every backend in every precision, each in its own process, within the plan's budget; the rows and PSNRs."""
+    deadline = time.monotonic() + plan["budget_s"]
+    job_plan = {key: plan[key] for key in ("image_shape", "epochs", "warmup", "steps", "blocks")}
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            for precision in PRECISIONS:
+                left = deadline - time.monotonic()
+                if left < 20:
+                    rows.append({"backend": name, "precision": precision, "error": "skipped: the 5-minute budget ran out"})
+                    continue
+                print(f"gpu_check: {name} {precision} ({left:.0f} s left) ...", file=sys.stderr, flush=True)
+                job = GpuCheckJob(name, precision, str(Path(folder) / f"{name}-{precision}.npy"), **job_plan,
+                                  peak_sizes=plan.get("peak_sizes"))
+                outcome = worker.run(WORKER, job, Path(folder) / f"{name}-{precision}", timeout=left)
+                if outcome.returncode is None:
+                    rows.append({"backend": name, "precision": precision, "error": "stopped: the 5-minute budget ran out"})
+                elif outcome.result is None:
+                    error = failures.from_exit(outcome.returncode, outcome.stderr_tail).error
+                    rows.append({"backend": name, "precision": precision, "error": error[:200]})
+                else:
+                    rows.append(outcome.result)
+        return rows, psnr_against_float32(rows, Path(folder))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Peak host memory of one backend's training step at one size: the figures common/estimate.py is fitted to.
+"""Peak host memory of one backend's training step at one size: the figures tools/estimate.py is fitted to.
 
     python benchmarks/peak_memory.py torch 600x900      # one backend per process, so ru_maxrss is its own
 
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import backends  # noqa: E402
-from common import estimate  # noqa: E402
+from tools import estimate  # noqa: E402
 from common.config import CPU  # noqa: E402
 from common.stylize import stylize  # noqa: E402
 from compare import image_size  # noqa: E402

@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 import backends  # noqa: E402
-from common import agreement, atomic, images, keras_weights  # noqa: E402
+from common import atomic, images, keras_weights  # noqa: E402
+from tools import agreement  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
 from common.config import CPU  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.report import psnr, rgb_pixels  # noqa: E402
+from tools.report import psnr, rgb_pixels  # noqa: E402
 from common.vgg import CONV_LAYERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

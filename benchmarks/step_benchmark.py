@@ -21,43 +21,25 @@ trainable (so their gradients are computed too), a loss sync every step.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
-
-from common import atomic, strict_json  # noqa: E402
-from common.config import D2L  # noqa: E402
-from common.interface import PRECISIONS  # noqa: E402
-from common.estimate import step_flops  # noqa: E402  (FLOPs from the layer shapes)
 from backends import NAMES  # noqa: E402  (the registry imports no framework)
-from compare import backend_list, image_size  # noqa: E402
+from common import atomic  # noqa: E402
+from common.interface import PRECISIONS  # noqa: E402
+from tools import failures, strict_json, worker  # noqa: E402
+from tools.cli import Parser, backend_list, image_size  # noqa: E402
+from tools.estimate import step_flops  # noqa: F401, E402  (FLOPs from the layer shapes; tests read it here)
+from tools.step_worker import NAIVE, NAIVE_FRAMEWORK, StepJob  # noqa: E402
 
 SIZES = ((150, 225), (300, 450), (600, 900))
-CHOICES = ("naive", *NAMES)  # "naive": the baseline
-
-
-def time_blocks(run, sync, warmup: int, steps: int, blocks: int) -> list[float]:
-    """Seconds per step in each of ``blocks`` blocks; ``run(n)`` queues n steps, ``sync()`` waits for them."""
-    run(warmup)
-    sync()
-    run(steps)  # the block's own program (a multi-step one may compile here)
-    sync()
-    per_step = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        run(steps)
-        sync()
-        per_step.append((time.perf_counter() - start) / steps)
-    return per_step
+CHOICES = (NAIVE, *NAMES)  # the baseline and every backend
+WORKER = worker.command("tools.step_worker")
 
 
 def plan_arg(text: str) -> tuple[int, int, int]:
@@ -68,119 +50,6 @@ def plan_arg(text: str) -> tuple[int, int, int]:
     if warmup < 0 or steps < 1 or blocks < 1:
         raise argparse.ArgumentTypeError(f"need WARMUP >= 0, STEPS >= 1 and BLOCKS >= 1, got {text!r}")
     return warmup, steps, blocks
-
-
-def plan_for(image_shape, on_gpu: bool) -> tuple[int, int, int]:
-    """(warm-up steps, steps per block, blocks): fewer at large sizes on a CPU."""
-    if on_gpu:  # milliseconds a step: long blocks, so that one synchronisation costs nothing
-        return 20, 50, 7
-    pixels = image_shape[0] * image_shape[1]
-    if pixels <= 150 * 225:
-        return 3, 5, 5
-    if pixels <= 300 * 450:
-        return 2, 3, 3
-    return 1, 2, 2
-
-
-# --- workers (one process each) ----------------------------------------------------------
-
-
-def peak_flops(source: str, precision: str) -> float | None:
-    """One source's matmul peak (FLOP/s): "numpy" or a backend's own probe; None where it has none."""
-    if source == "numpy":
-        from common.machine import numpy_matmul_flops
-
-        return numpy_matmul_flops(precision)
-    import backends
-
-    return backends.get_backend(source, weights="random", precision=precision).peak_matmul_flops()
-
-
-def naive_steps(image_shape):
-    """d2l's PyTorch listing, plainly: trainable VGG, in-place ReLUs, loss.item() every step; strict float32."""
-    import torch
-
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # cuDNN's default is TF32
-
-    from common import d2l_listing, weights as weight_sets
-
-    style_layers, content_layers = [0, 5, 10, 19, 28], [25]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # d2l.try_gpu()
-    net = d2l_listing.vgg_net(weight_sets.bundled().params, content_layers, style_layers).to(device)
-
-    def extract_features(X):
-        return d2l_listing.extract_features(net, X, content_layers, style_layers)
-
-    gram = d2l_listing.gram
-
-    rng = np.random.default_rng(0)
-    content_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32)).to(device)
-    style_X = torch.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32)).to(device)
-    contents_Y = [Y.detach() for Y in extract_features(content_X)[0]]
-    styles_Y_gram = [gram(Y).detach() for Y in extract_features(style_X)[1]]
-    X = torch.nn.Parameter(content_X.clone())
-    trainer = torch.optim.Adam([X], lr=0.3)
-
-    def step():
-        trainer.zero_grad()
-        contents_Y_hat, styles_Y_hat = extract_features(X)
-        contents_l = [torch.square(Y_hat - Y).mean() * 1e-3 for Y_hat, Y in zip(contents_Y_hat, contents_Y)]
-        styles_l = [torch.square(gram(Y_hat) - Y).mean() * 1e-3 for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
-        tv_l = 10 * 0.5 * ((X[:, :, 1:, :] - X[:, :, :-1, :]).abs().mean() + (X[:, :, :, 1:] - X[:, :, :, :-1]).abs().mean())
-        l = sum(styles_l + contents_l + [tv_l])
-        l.backward()
-        trainer.step()
-        l.item()  # the issue's plain baseline syncs every step (d2l's loop reads the loss every 10 epochs)
-
-    gpu_name = torch.cuda.get_device_name() if device.type == "cuda" else None
-    return (lambda n: [step() for _ in range(n)]), lambda: None, gpu_name
-
-
-def backend_steps(name: str, precision: str, image_shape):
-    import backends
-
-    backend = backends.get_backend(name, weights="bundled", precision=precision)
-    rng = np.random.default_rng(0)
-    content_X = backend.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
-    style_X = backend.from_numpy(rng.standard_normal((1, 3, *image_shape)).astype(np.float32))
-    config = D2L.replace(image_shape=image_shape)
-    contents_Y, _ = backend.extract_features(content_X, config.content_layers, config.style_layers)
-    _, styles_Y = backend.extract_features(style_X, config.content_layers, config.style_layers)
-    holder = {"state": backend.init_state(content_X, contents_Y, styles_Y, config), "losses": None}
-
-    def run(num_steps):
-        # As ``train`` runs them between two progress reports.
-        holder["state"], holder["losses"] = backend.train_steps(holder["state"], num_steps)
-
-    def sync():
-        backend.losses_to_floats(holder["losses"])  # waits for the last steps' results
-        backend.synchronize()
-
-    return run, sync, backend
-
-
-def worker(name: str, precision: str, sizes, plan=None) -> dict:
-    if name == "naive":
-        precision = "float32"  # the plain listing knows no other; its row says so
-    from common.machine import cpu_name
-    from common.runner import versions
-
-    rows = []
-    device, settings = cpu_name(), {}
-    for image_shape in sizes:
-        if name == "naive":
-            run, sync, gpu_name = naive_steps(image_shape)
-        else:
-            run, sync, backend = backend_steps(name, precision, image_shape)
-            gpu_name, settings = backend.device_name(), backend.speed_settings()
-        device = gpu_name or device
-        warmup, steps, blocks = plan or plan_for(image_shape, on_gpu=gpu_name is not None)
-        times = time_blocks(run, sync, warmup, steps, blocks)
-        rows.append({"size": list(image_shape), "ms_per_step": 1e3 * statistics.median(times),
-                     "ms_min": 1e3 * min(times), "ms_max": 1e3 * max(times), "blocks": blocks, "steps_per_block": steps,
-                     "gflop_per_step": step_flops(image_shape) / 1e9})
-    return {"backend": name, "precision": precision, "device": device, "speed_settings": settings,
-            "versions": versions("torch" if name == "naive" else name), "rows": rows}
 
 
 def merge_repeats(runs: list[dict]) -> dict:
@@ -199,7 +68,7 @@ def merge_repeats(runs: list[dict]) -> dict:
 
 def add_rates(results: list[dict], peak_flops: float) -> None:
     """GFLOP/s and share of the machine's one peak, for every row; and each run's speed-up over naive's."""
-    naive = next((res for res in results if res["backend"] == "naive" and "error" not in res), None)
+    naive = next((res for res in results if res["backend"] == NAIVE and "error" not in res), None)
     for res in results:
         for i, row in enumerate(res.get("rows", [])):
             row["gflops"] = row["gflop_per_step"] / (row["ms_per_step"] / 1e3)
@@ -230,7 +99,8 @@ def markdown(report: dict) -> str:
     done = [res for res in results if "error" not in res]
     timing = "; ".join(sorted({f"{r['size'][0]}x{r['size'][1]}: {r['blocks']} blocks of {r['steps_per_block']} steps"
                                for res in done for r in res["rows"]}))
-    versions = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in res["versions"].items()) for res in done}))
+    versions = "; ".join(sorted({", ".join(f"{k} {v}" for k, v in res["versions"].items() if v is not None)
+                                 for res in done}))
     lines = [f"Machine: {machine.summary(report['machine'])}.  ",
              f"Command: `python benchmarks/step_benchmark.py {report['command']}`; {report['peak']['rounds']} round(s), "
              f"backends interleaved, each in its own process; per size the median block ({timing}).  ",
@@ -257,11 +127,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _worker_json(args: list[str], env: dict, label: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=REPO)
-    if out.returncode != 0:
-        return {"error": f"{label}: " + (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_worker(job: StepJob, label: str) -> dict:
+    """One measurement in its own process (tools/worker.py): its result, or {"error": why not}."""
+    with tempfile.TemporaryDirectory(prefix="step-benchmark-") as folder:
+        outcome = worker.run(WORKER, job, Path(folder), timeout=None)
+    if outcome.result is not None:
+        return outcome.result
+    return {"error": f"{label}: {failures.from_exit(outcome.returncode, outcome.stderr_tail).error}"}
 
 
 def runs_done(runs: dict[str, list[dict]]) -> list[dict]:
@@ -270,14 +142,13 @@ def runs_done(runs: dict[str, list[dict]]) -> list[dict]:
 
 def peak_sources(names) -> list[str]:
     """NumPy and every framework timed ("naive" is torch)."""
-    return list(dict.fromkeys(["numpy", *("torch" if name == "naive" else name for name in names)]))
+    return list(dict.fromkeys(["numpy", *(NAIVE_FRAMEWORK if name == NAIVE else name for name in names)]))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--backends", default="naive,torch,tensorflow,jax", type=lambda text: backend_list(text, CHOICES),
-                        help="comma-separated; naive = the baseline")
+def build_parser() -> Parser:
+    parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--backends", default=",".join(CHOICES), type=lambda text: backend_list(text, CHOICES),
+                        help=f"comma-separated; {NAIVE} = the baseline")
     parser.add_argument("--sizes", default=",".join(f"{h}x{w}" for h, w in SIZES), help="HxW,HxW,...")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--out", type=Path, help="write the results as JSON here, and the table beside it (.md)")
@@ -285,29 +156,34 @@ def main() -> int:
                         help="run every backend N times, interleaved; report the median run's ms/step and the range")
     parser.add_argument("--plan", type=plan_arg, metavar="WARMUP,STEPS,BLOCKS",
                         help="steps to warm up, steps per timed block, blocks; default: by size and device (plan_for)")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--peak", help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     try:
-        sizes = [image_size(text) for text in args.sizes.split(",")]
+        sizes = tuple(image_size(text) for text in args.sizes.split(","))
     except argparse.ArgumentTypeError as exc:
         parser.error(f"--sizes: {exc}")
-    if args.peak:
-        flops = peak_flops(args.peak, args.precision)
-        print(strict_json.dumps({"gflops": flops / 1e9 if flops else None}))
-        return 0
-    if args.worker:
-        print(strict_json.dumps(worker(args.worker, args.precision, sizes, args.plan)))
-        return 0
+    try:
+        with worker.stop_signals_as_interrupts():  # a cancelled job or `timeout` stops the worker too
+            return benchmark(args, sizes)
+    except KeyboardInterrupt as exc:
+        print(f"step_benchmark.py: stopped ({getattr(exc, 'name', 'Ctrl-C')}); nothing written", file=sys.stderr)
+        return worker.interrupt_exit_code(exc)
+
+
+def benchmark(args, sizes) -> int:
     from common import machine
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     runs: dict[str, list[dict]] = {name: [] for name in args.backends}
     peaks: dict[str, list[float]] = {source: [] for source in peak_sources(args.backends)}
+
     def measure_peaks(when: str) -> None:
         for source in peaks:
             print(f"peak: {source} ({when}) ...", file=sys.stderr, flush=True)
-            found = _worker_json(["--peak", source, "--precision", args.precision], env, f"peak {source}")
+            found = run_worker(StepJob(source, args.precision, peak_only=True), f"peak {source}")
             if found.get("gflops"):
                 peaks[source].append(found["gflops"])
 
@@ -315,9 +191,7 @@ def main() -> int:
         measure_peaks(f"before round {repeat + 1}/{args.repeat}")
         for name in args.backends:
             print(f"timing {name} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
-            plan = ["--plan", ",".join(map(str, args.plan))] if args.plan else []
-            result = _worker_json(["--worker", name, "--sizes", args.sizes, "--precision", args.precision, *plan],
-                                  env, name)
+            result = run_worker(StepJob(name, args.precision, sizes, args.plan), name)
             runs[name].append({"backend": name, "precision": args.precision, **result})
     # Once more at the end: on a shared machine the load can fall during a round, and a peak
     # measured only before it would then be too low (a run of issue 13 showed 170% that way).

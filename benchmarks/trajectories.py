@@ -43,7 +43,7 @@ import backends  # noqa: E402  (imports no framework)
 from common import atomic  # noqa: E402
 from common.config import PRESETS  # noqa: E402
 from common.images import postprocess_float  # noqa: E402
-from common.report import psnr  # noqa: E402
+from tools.report import psnr  # noqa: E402
 
 # (precision, adam): float64 first, the proof; float32 after.
 SETTINGS = {

@@ -43,6 +43,7 @@ from chapter_model import (  # noqa: E402
     own, shared,
 )
 from common import atomic  # noqa: E402  (stdlib only: common imports no framework)
+from tools.jobs import Result  # noqa: E402  (the rows of a results.json; imports no NumPy)
 
 OUTPUTS = ("docs/chapter.md", "docs/chapter.html")
 
@@ -67,13 +68,14 @@ def read_json(root: Path, path: str):
 def results(root: Path) -> Section:
     """The results section, filled in from the files a compare.py run wrote under ``root``/docs."""
     run = read_json(root, f"{RUN}/results.json")
-    finished = [r for r in run["backends"] if r.get("status") == "ok"]
+    rows = [Result.from_dict(r) for r in run["backends"]]
+    finished = [r for r in rows if r.ok]
     return content.results_section(
         command=run["command"].strip(), folder=RUN, description=run["description"], machine=machine(run),
-        repeats=repeats(finished), versions=versions(run),
-        images=tuple((f"{RUN.removeprefix('docs/')}/{r['image']}", TAB_LABELS.get(r["backend"], r["backend"]))
+        repeats=repeats(finished), versions=versions(rows),
+        images=tuple((f"{RUN.removeprefix('docs/')}/{r.image}", TAB_LABELS.get(r.backend, r.backend))
                      for r in finished),
-        speed=speed_table(run), losses=losses_table(run), images_agree=image_agreement_table(run),
+        speed=speed_table(rows), losses=losses_table(finished), images_agree=image_agreement_table(run),
         numbers_agree=agreement_table(read_json(root, AGREEMENT)))
 
 
@@ -83,31 +85,31 @@ def machine(run: dict) -> str:
     return f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {gpus}; Python {m.get('python', '?')}"
 
 
-def repeats(finished: list[dict]) -> str:
-    n = max((len(r.get("repeat_step_s_medians") or [0]) for r in finished), default=1)
+def repeats(finished: list[Result]) -> str:
+    n = max((len(r.repeat_step_s_medians or [0]) for r in finished), default=1)
     return "once" if n == 1 else f"{n} times"
 
 
-def versions(run: dict) -> str:
+def versions(rows: list[Result]) -> str:
     """ "torch 2.15.0, torchvision 0.29.2; tensorflow ...": each backend's framework packages."""
     skip = {"python", "numpy"}
-    return "; ".join(", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items() if v and k not in skip)
-                     for r in run["backends"] if r.get("versions"))
+    return "; ".join(", ".join(f"{k} {v}" for k, v in r.versions.items() if v and k not in skip)
+                     for r in rows if r.versions)
 
 
-def speed_table(run: dict) -> Table:
+def speed_table(rows_in: list[Result]) -> Table:
     header = ("backend", "device", "setup s", "first step s", "ms/step (median)", "p10–p90 ms", "total s",
               "host MiB", "device MiB")
     rows = []
-    for r in run["backends"]:
-        if r.get("status") != "ok":
-            rows.append((r["backend"], f"{r.get('status')}: {r.get('error', '')}") + ("",) * 7)
+    for r in rows_in:
+        if not r.ok:
+            rows.append((r.backend, f"{r.status}: {r.error or ''}") + ("",) * 7)
             continue
         rows.append((
-            r["backend"], r.get("device_name") or r.get("device", "?"), f"{r['setup_s']:.1f}",
-            f"{r['first_step_s']:.2f}", f"{r['step_s_median'] * 1e3:.1f}",
-            f"{r['step_s_p10'] * 1e3:.0f}–{r['step_s_p90'] * 1e3:.0f}", f"{r['total_s']:.1f}",
-            mib(r["peak_host_bytes"]), mib(r.get("peak_device_bytes")),
+            r.backend, r.device_name or r.device or "?", f"{r.setup_s:.1f}",
+            f"{r.first_step_s:.2f}", f"{r.step_s_median * 1e3:.1f}",
+            f"{r.step_s_p10 * 1e3:.0f}–{r.step_s_p90 * 1e3:.0f}", f"{r.total_s:.1f}",
+            mib(r.peak_host_bytes), mib(r.peak_device_bytes),
         ))
     return Table(header, tuple(rows), (False, False) + (True,) * 7)
 
@@ -116,11 +118,10 @@ def mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
-def losses_table(run: dict) -> Table:
-    parts = ("content", "style", "tv", "total")
-    rows = tuple((r["backend"], *(f"{r['final_losses'][k]:.4g}" for k in parts))
-                 for r in run["backends"] if r.get("status") == "ok")
-    return Table(("backend", *(f"final {k} loss" for k in parts)), rows, (False,) + (True,) * 4)
+def losses_table(finished: list[Result]) -> Table:
+    parts = tuple(finished[0].final_losses) if finished else ()  # LossParts' order, as the run wrote them
+    rows = tuple((r.backend, *(f"{r.final_losses[k]:.4g}" for k in parts)) for r in finished)
+    return Table(("backend", *(f"final {k} loss" for k in parts)), rows, (False,) + (True,) * len(parts))
 
 
 def image_agreement_table(run: dict) -> Table:

@@ -383,7 +383,7 @@ Max pooling's gradient goes to the largest value of each 2×2 window; on an exac
 `select_and_scatter` picks the first, and the hand-written pooling gradient (written for speed) does
 the same, bit for bit; PyTorch's and TensorFlow's kernels are not tested on ties here. Values that differ by less than float32's resolution are another matter: real images
 have a few in every layer, and there the result depends on how each framework rounds its sums. The
-agreement tests use inputs without exact ties (`common/agreement.py`, `images()`), and the near-ties
+agreement tests use inputs without exact ties (`tools/agreement.py`, `images()`), and the near-ties
 that remain are why an XLA CPU option that sums in another order, 6% faster, was turned down
 (`benchmarks/RESULTS.md`).
 """, ("tests/test_agreement.py::test_loss_and_gradient_at_the_content_image",

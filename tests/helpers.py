@@ -89,7 +89,7 @@ def dtype_name(t) -> str:
 
 
 # What docs/build_chapter.py and docs/build_notebooks.py read, and what they write.
-DOCS_INPUTS = ("backends", "common", "tests", "docs", "assets", "notebooks")
+DOCS_INPUTS = ("backends", "common", "tools", "tests", "docs", "assets", "notebooks")
 
 
 def copy_tree(source: Path, destination: Path, folders=DOCS_INPUTS) -> Path:

@@ -1,7 +1,7 @@
 """Cross-backend agreement: every pair of backends, and each against the NumPy float64 reference.
 
 The same NumPy float32 arrays go to every backend through ``from_numpy``;
-``common/agreement.py`` measures max |a - b| / max(|a|, |b|) and the worst
+``tools/agreement.py`` measures max |a - b| / max(|a|, |b|) and the worst
 element. Tolerances and the measurements behind them live in tests/tolerances.py.
 A failure names the pair, the quantity, the layer and the worst element.
 """
@@ -16,12 +16,13 @@ import pytest
 
 import backends
 import tolerances as tol
-from common import agreement, reference
+from common import reference
+from tools import agreement
 from common.config import D2L, LossWeights
 from common.errors import WeightsUnavailable
 from common.images import postprocess_array
 from common.interface import LossParts
-from common.report import psnr
+from tools.report import psnr
 from common.vgg import feature_plan
 
 NAMES = list(backends.NAMES)

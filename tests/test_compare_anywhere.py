@@ -2,7 +2,7 @@
 
 Every test runs with a temporary folder outside the checkout as its working folder and gives
 each path option relative to it. A fake worker (test_compare_cli's) stands in for
-common.runner where the point is process handling; one tiny real run proves the whole path.
+tools.stylize_worker where the point is process handling; one tiny real run proves the whole path.
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ from pathlib import Path
 _job = json.loads(Path(sys.argv[1]).read_text())
 _slow = json.loads(os.environ["FAKE_BEHAVIOUR"])[_job["backend"]] == "slow"
 if _slow:
-    try:
-        from common.runner import stop_with_parent
-    except ImportError:  # an older runner: only the SIGKILL test needs it
-        stop_with_parent = lambda: None
+    from tools.worker import stop_with_parent
     stop_with_parent()
 if os.environ.get("FAKE_PIDS"):
     with open(os.environ["FAKE_PIDS"], "a") as f:
@@ -276,9 +273,9 @@ def test_a_worker_stops_when_its_parent_is_killed_outright(elsewhere, cleanup_pi
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_worker_whose_parent_died_during_its_start_up_stops_at_once(tmp_path):
     """The parent's pid comes in the environment: a kill before the worker reached prctl is not missed."""
-    result = subprocess.run([sys.executable, "-c", "from common.runner import stop_with_parent\n"
+    result = subprocess.run([sys.executable, "-c", "from tools.worker import stop_with_parent\n"
                              "stop_with_parent()\nprint('still running')"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO), COMPARE_PID="1"))
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO), WORKER_PARENT_PID="1"))
     assert result.returncode == -signal.SIGTERM and "still running" not in result.stdout, result.stderr
 
 

@@ -15,7 +15,9 @@ from PIL import Image
 
 import backends
 import compare
-from common import report
+from common.config import PRESETS
+from tools import report
+from tools.jobs import Job
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,7 +109,7 @@ def test_a_small_real_run_writes_the_whole_report(tmp_path):
     assert not (out / ".jobs").exists()
 
 
-# --- faults: a fake worker stands in for common.runner -----------------------------------------
+# --- faults: a fake worker stands in for tools.stylize_worker -----------------------------------------
 
 FAKE_WORKER = textwrap.dedent(
     """
@@ -133,7 +135,7 @@ FAKE_WORKER = textwrap.dedent(
               "peak_host_bytes": 2**30, "peak_device_bytes": None,
               "final_losses": {"content": 1.0, "style": 2.0, "tv": 3.0, "total": 6.0},
               "history": [[1.0, 2.0, 3.0, 6.0]] * 3, "image": job["backend"] + ".png"}
-    (out / "result.json").write_text(json.dumps(result))
+    print(json.dumps({"event": "finished", "result": result}), flush=True)  # tools/worker.py's protocol
     """
 )
 
@@ -251,13 +253,38 @@ def test_diverge_needs_two_different_backends(capsys):
     assert "two different backends" in capsys.readouterr().err
 
 
-def test_stderr_filter_hides_framework_logs_and_keeps_progress_bars():
-    f = compare.StderrFilter()
-    out = f.feed(b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-                 b"I0000 00:00:1795464722.675522   11956 port.cc:153] oneDNN custom operations are on.\n"
-                 b"\r  torch:  1%| 2/200")
-    assert out == b"\r"
-    out += f.feed(b"\r  torch:  2%| 4/200\nE0000 00:00:1795464726.208404 11956 cuda_platform.cc:52] failed call to cuInit\n"
-                  b"Traceback (most recent call last):\n")
-    assert b"absl" not in out and b"oneDNN" not in out and b"cuInit" not in out
-    assert b"torch:  1%| 2/200\r" in out and b"torch:  2%| 4/200\n" in out and b"Traceback" in out
+def test_a_workers_log_lines_go_to_its_stderr_file_and_its_messages_to_the_bars(tmp_path, monkeypatch, capsys):
+    """Framework log lines never reach the terminal (no filter to keep up with); progress arrives as messages."""
+    worker = tmp_path / "chatty_worker.py"
+    worker.write_text(textwrap.dedent("""
+        import json, sys
+        sys.stderr.write("I0000 00:00:1795464722.675522 11956 port.cc:153] oneDNN custom operations are on.\\n")
+        for step in (0, 1, 2):
+            print(json.dumps({"event": "progress", "step": step, "num_epochs": 2, "run": [0, 1], "lr": 0.3,
+                              "losses": {"content": 1.0, "style": 2.0, "tv": 3.0, "total": 6.0} if step else None}))
+        print("a stray line a library printed")
+        sys.stderr.write("Traceback (most recent call last):\\nRuntimeError: boom\\n")
+        sys.exit(1)
+    """))
+    monkeypatch.setattr(compare, "RUNNER", [sys.executable, str(worker)])
+    monkeypatch.setattr(backends, "why_unavailable", lambda name: None)
+    job = Job(backend="jax", out_dir=str(tmp_path / "job"), config=PRESETS["cpu"], content="c.png", style="s.png")
+    row = compare.run_backend(job, timeout=60, quiet=False)
+    err = capsys.readouterr().err
+    assert row.status == "crashed" and row.error == "exit code 1: RuntimeError: boom", row
+    assert "oneDNN" not in err and "Traceback" not in err and "2/2" in err and "content 1 style 2 tv 3 lr 0.3" in err
+    assert "oneDNN custom operations" in (tmp_path / "job" / "stderr.txt").read_text()
+
+
+def test_the_command_lines_loss_weights_win_over_the_configs_in_training(backend_name, tmp_path):
+    """--tv-weight 0 on a config that carries its own loss weights: the override is what trains and what is reported."""
+    from common.config import LossWeights
+    from tools import stylize_worker
+
+    Image.open(REPO / "assets/chelsea.png").save(tmp_path / "c.png")
+    config = PRESETS["cpu"].replace(image_shape=(32, 48), num_epochs=2, loss_weights=LossWeights(tv=10.0))
+    job = Job(backend=backend_name, out_dir=str(tmp_path), config=config, content=str(tmp_path / "c.png"),
+              style=str(tmp_path / "c.png"), weights="random", loss_weight_overrides={"tv": 0.0})
+    result = stylize_worker.run(job, started=0.0)
+    assert result.loss_weights == {"content": 1.0, "style": 1e4, "tv": 0.0}
+    assert result.final_losses["tv"] == 0 and all(step[2] == 0 for step in result.history)

@@ -1,4 +1,4 @@
-"""Sizes and precisions that cannot finish are found before anything runs (issue 18 item 8; common/estimate.py)."""
+"""Sizes and precisions that cannot finish are found before anything runs (issue 18 item 8; tools/estimate.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from common import estimate
+from tools import estimate
 from common.config import CPU
 
 GiB = 2**30

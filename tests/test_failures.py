@@ -1,4 +1,4 @@
-"""Out of memory is told apart from a crash, with the size asked for (issue 18 item 7; common/failures.py).
+"""Out of memory is told apart from a crash, with the size asked for (issue 18 item 7; tools/failures.py).
 
 The messages below are the frameworks' own, copied from real failures on this machine (torch 2.x, TensorFlow
 2.21, jax 0.10: a tensor of 2**45 bytes, and the same under ``ulimit -v``); the live tests trigger them again.
@@ -6,7 +6,6 @@ The messages below are the frameworks' own, copied from real failures on this ma
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import textwrap
@@ -14,7 +13,9 @@ import textwrap
 import pytest
 
 import backends
-from common import failures
+from common.config import D2L
+from tools import failures
+from tools.jobs import Job
 
 TORCH_CPU = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
              "allocate 35184372088832 bytes. Error code 12 (Cannot allocate memory)")
@@ -88,16 +89,15 @@ HUGE = {  # far beyond any machine's address space, so it fails at once whatever
 
 def test_each_frameworks_real_allocation_failure_becomes_an_out_of_memory_row(backend, tmp_path, monkeypatch):
     """The runner's handler, given the exception the framework really raises (backend fixture: safe import order)."""
-    from common import runner
+    from tools import stylize_worker
 
     def allocate_too_much(job, started):
         exec(HUGE[backend.name], {})
 
-    monkeypatch.setattr(runner, "run", allocate_too_much)
+    monkeypatch.setattr(stylize_worker, "run", allocate_too_much)
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"backend": backend.name, "out_dir": str(tmp_path)}))
-    assert runner.main([str(job)]) == 0
-    result = json.loads((tmp_path / "result.json").read_text())
+    job.write_text(Job(backend=backend.name, out_dir=str(tmp_path), config=D2L, content="c", style="s").to_json())
+    result = stylize_worker.main(job)
     assert result["status"] == "out of memory", result
     assert "asked for" in result["error"] or backend.name == "tensorflow" and "OOM" in result["error"], result
 
@@ -124,5 +124,6 @@ def test_compare_reads_a_dead_worker_through_the_same_function(tmp_path, monkeyp
     worker.write_text(FAKE_WORKER.format(tail=tail, segv=segv))
     monkeypatch.setattr(compare, "RUNNER", [sys.executable, str(worker)])
     monkeypatch.setattr(backends, "why_unavailable", lambda name: None)
-    row = compare.run_backend("tensorflow", {}, tmp_path / "job", timeout=60, quiet=True)
-    assert row["status"] == status, row
+    job = Job(backend="tensorflow", out_dir=str(tmp_path / "job"), config=D2L, content="c", style="s")
+    row = compare.run_backend(job, timeout=60, quiet=True)
+    assert row.status == status, row

@@ -17,7 +17,8 @@ import pytest
 
 import backends
 import tolerances as tol
-from common import agreement, reference
+from common import reference
+from tools import agreement
 from common.config import D2L, StyleTransferConfig
 from common.errors import UserError
 from helpers import cached_backend, require

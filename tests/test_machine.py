@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from common import machine, report
+from common import machine
+from tools import report
 
 
 def test_describe_names_the_cpu_its_isa_and_thread_settings(monkeypatch):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import agreement, reference
+from common import reference
+from tools import agreement
 from common.config import LossWeights
 
 RTOL = 1e-5

@@ -18,7 +18,8 @@ FRAMEWORKS = ["torch", "torchvision", "tensorflow", "keras", "jax", "flax", "opt
 
 def test_importing_common_and_backends_imports_no_framework():
     modules = ["backends", "compare"] + [
-        f"common.{p.stem}" for p in (REPO / "common").glob("*.py") if p.stem != "__init__"
+        f"{p.parent.name}.{p.stem}" for folder in ("common", "tools") for p in (REPO / folder).glob("*.py")
+        if p.stem != "__init__"
     ]
     code = (
         "import sys, json\n"

@@ -8,8 +8,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from common import report, strict_json
-from common.interface import LossParts
+from tools import report, strict_json
+from tools.jobs import LOSS_PARTS, Result
 
 
 def strict_loads(text: str):
@@ -26,15 +26,14 @@ def test_non_finite_numbers_become_null_with_the_reason():
                                   "null_because_not_finite": [".psnr_db: inf", ".history[0][1]: nan"]}
 
 
-def ok_row(name: str, losses=(1.0, 2.0, 3.0, 6.0)) -> dict:
-    return {"backend": name, "status": "ok", "image": f"{name}.png",
-            "final_losses": dict(zip(LossParts._fields, losses))}
+def ok_row(name: str, losses=(1.0, 2.0, 3.0, 6.0)) -> Result:
+    return Result(backend=name, status="ok", image=f"{name}.png", final_losses=dict(zip(LOSS_PARTS, losses)))
 
 
 def test_no_agreement_is_claimed_for_runs_that_are_not_finite(tmp_path):
     for name in ("torch", "tensorflow", "jax"):
         Image.new("RGB", (48, 32)).save(tmp_path / f"{name}.png")  # all black: "identical"
-    results = [ok_row("torch"), {"backend": "tensorflow", "status": "diverged", "error": "diverged at step 2: ..."},
+    results = [ok_row("torch"), Result.failed("tensorflow", "diverged", "diverged at step 2: ..."),
                ok_row("jax", (math.nan, 1.0, 1.0, math.nan))]
     assert report.image_agreement(tmp_path, results) == []
     assert report.agreement_table([]) == "(fewer than two backends finished)\n"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from test_compare_anywhere import alive
 
 import backends
 
@@ -97,3 +100,34 @@ def test_rates_divide_by_the_one_peak_and_compare_each_run_with_naives_run_befor
     assert row["gflops"] == pytest.approx(2.0 / 0.030) and row["fraction_of_peak"] == pytest.approx(2.0 / 0.030 / 200)
     assert row["faster_than_naive"] == pytest.approx(50 / 30)  # medians
     assert row["faster_than_naive_each_run"] == pytest.approx([2.0, 1.5])  # run by run
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended while we looked
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigterm_stops_the_benchmark_and_its_worker_at_once():
+    """As `timeout 600 python benchmarks/step_benchmark.py` ends it: the worker must not outlive its parent."""
+    bench = subprocess.Popen([sys.executable, str(SCRIPT), "--backends", "naive", "--sizes", "32x32"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := children(bench.pid)):
+            assert bench.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.05)
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
+    assert not [pid for pid in workers if alive(pid)]  # stopped and reaped before the parent exited

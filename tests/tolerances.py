@@ -1,7 +1,7 @@
 """Cross-backend tolerances, in one place, each with the measurement behind it.
 
 All are relative: max |a - b| / max(|a|, |b|) over every element (see
-common/agreement.py), float32 on the CPU, TF32 off. "Measured" is the worst
+tools/agreement.py), float32 on the CPU, TF32 off. "Measured" is the worst
 pair in ``python benchmarks/agreement_table.py`` (docs/agreement.json) on a 2-core x86 CPU with
 torch 2.15, TensorFlow 2.21, JAX 0.10.2; each tolerance leaves roughly a 3-10x
 margin over it and stays well below what a real bug produces (a dropped 0.5

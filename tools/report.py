@@ -1,4 +1,7 @@
-"""Turning backend results into tables and pictures (no framework imports)."""
+"""Turning backend results into tables and pictures (no framework imports).
+
+This run's rows are ``Result``s; --ratio's two files are read as plain dicts, checked by tools/ratio.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from common import atomic, machine
 from common.images import postprocess_float
+from tools import strict_json
+from tools.cli import printable
+from tools.jobs import LOSS_PARTS, OK, Result
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -23,19 +29,19 @@ def rgb_pixels(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def finished(results: list[dict]) -> list[dict]:
+def finished(results: list[Result]) -> list[Result]:
     """The runs that finished with finite losses: the only ones whose images are compared or plotted."""
-    return [r for r in results if r.get("status") == "ok"
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in r.get("final_losses", {}).values())]
+    return [r for r in results if r.ok
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (r.final_losses or {}).values())]
 
 
-def image_agreement(out_dir: Path, results: list[dict]) -> list[dict]:
+def image_agreement(out_dir: Path, results: list[Result]) -> list[dict]:
     """Max absolute pixel difference and PSNR between each pair of finished backends, and PSNR of
     the float images (before rounding to 8 bits) where both were saved.
 
     Identical images have an infinite PSNR, which JSON cannot hold: ``psnr_db`` is then None and ``identical`` True.
     """
-    pixels = {r["backend"]: rgb_pixels(out_dir / r["image"]) for r in finished(results)}
+    pixels = {r.backend: rgb_pixels(out_dir / r.image) for r in finished(results)}
     floats = {name: postprocess_float(np.load(out_dir / f"{name}.npy")) for name in pixels
               if (out_dir / f"{name}.npy").exists()}
     rows = []
@@ -58,7 +64,7 @@ def _mib(n) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
-def summary_table(results: list[dict]) -> str:
+def summary_table(results: list[Result]) -> str:
     header = (
         "| backend | status | setup s | first step s | ms/step (median) | p10-p90 ms | total s | "
         "host MiB | device MiB | content | style | tv |\n"
@@ -66,14 +72,14 @@ def summary_table(results: list[dict]) -> str:
     )
     rows = []
     for r in results:
-        if r.get("status") != "ok":
-            rows.append(f"| {r['backend']} | {r['status']}: {r.get('error', '')} |" + " |" * 10)
+        if not r.ok:
+            rows.append(f"| {r.backend} | {r.status}: {r.error or ''} |" + " |" * 10)
             continue
-        f = r["final_losses"]
+        f = r.final_losses
         rows.append(
-            f"| {r['backend']} | ok | {r['setup_s']:.1f} | {r['first_step_s']:.2f} | {_ms(r['step_s_median'])} | "
-            f"{_ms(r['step_s_p10'])}-{_ms(r['step_s_p90'])} | {r['total_s']:.1f} | {_mib(r['peak_host_bytes'])} | "
-            f"{_mib(r['peak_device_bytes'])} | {f['content']:.4g} | {f['style']:.4g} | {f['tv']:.4g} |"
+            f"| {r.backend} | ok | {r.setup_s:.1f} | {r.first_step_s:.2f} | {_ms(r.step_s_median)} | "
+            f"{_ms(r.step_s_p10)}-{_ms(r.step_s_p90)} | {r.total_s:.1f} | {_mib(r.peak_host_bytes)} | "
+            f"{_mib(r.peak_device_bytes)} | {f['content']:.4g} | {f['style']:.4g} | {f['tv']:.4g} |"
         )
     return header + "\n".join(rows) + "\n"
 
@@ -90,11 +96,15 @@ def agreement_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The times --ratio divides, B's over A's (tools/ratio.py checks each is > 0).
+RATIO_TIMES = ("step_s_median", "setup_s", "first_step_s", "total_s")
+
+
 def ratio_table(a: dict, b: dict, label_a: str, label_b: str, psnr_db: dict[str, float] | None = None) -> str:
     """Per backend, B's times over A's (below 1: B is faster) and, where given, the PSNR of B's image against A's."""
     psnr_db = psnr_db or {}
-    by_a = {r["backend"]: r for r in a["backends"] if r.get("status") == "ok"}
-    by_b = {r["backend"]: r for r in b["backends"] if r.get("status") == "ok"}
+    by_a = {r["backend"]: r for r in a["backends"] if r.get("status") == OK}
+    by_b = {r["backend"]: r for r in b["backends"] if r.get("status") == OK}
     lines = [
         f"A: {label_a} ({a.get('machine', {}).get('device', '?')}, {a.get('precision', '?')})  \n"
         f"B: {label_b} ({b.get('machine', {}).get('device', '?')}, {b.get('precision', '?')})\n",
@@ -108,7 +118,7 @@ def ratio_table(a: dict, b: dict, label_a: str, label_b: str, psnr_db: dict[str,
                          f"{'-' if name not in by_b else _ms(by_b[name]['step_s_median'])} | - | - | - | - | - |")
             continue
         ra, rb = by_a[name], by_b[name]
-        ratios = [rb[k] / ra[k] for k in ("step_s_median", "setup_s", "first_step_s", "total_s")]
+        ratios = [rb[k] / ra[k] for k in RATIO_TIMES]
         psnr_cell = f"{psnr_db[name]:.1f}" if name in psnr_db else "-"
         lines.append(f"| {name} | {_ms(ra['step_s_median'])} | {_ms(rb['step_s_median'])} | "
                      + " | ".join(f"{x:.2f}" for x in ratios) + f" | {psnr_cell} |")
@@ -131,10 +141,10 @@ def image_psnr_between_runs(dir_a: Path, a: dict, dir_b: Path, b: dict) -> dict[
     """Per backend finished in both runs, PSNR of run B's image against run A's; none if the runs' settings differ."""
     if any(a.get(key) != b.get(key) for key in SAME_RUN_SETTINGS):
         return {}
-    images_a = {r["backend"]: dir_a / r["image"] for r in a["backends"] if r.get("status") == "ok"}
+    images_a = {r["backend"]: dir_a / r["image"] for r in a["backends"] if r.get("status") == OK}
     result = {}
     for r in b["backends"]:
-        if r.get("status") != "ok" or r["backend"] not in images_a:
+        if r.get("status") != OK or r["backend"] not in images_a:
             continue
         try:
             pixels_a, pixels_b = rgb_pixels(images_a[r["backend"]]), rgb_pixels(dir_b / r["image"])
@@ -161,7 +171,7 @@ def side_by_side(out_path: Path, panels: list[tuple[str, Image.Image]], height: 
         canvas.save(tmp, format="PNG")
 
 
-def loss_plot(out_path: Path, results: list[dict]) -> None:
+def loss_plot(out_path: Path, results: list[Result]) -> None:
     """Each loss part against the epoch, one line per backend, log scale."""
     import matplotlib
 
@@ -169,11 +179,11 @@ def loss_plot(out_path: Path, results: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    for k, part in enumerate(("content", "style", "tv", "total")):
+    for k, part in enumerate(LOSS_PARTS):
         ax = axes[k]
         for r in finished(results):
-            history = np.asarray(r["history"])
-            ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r["backend"], lw=1.2)
+            history = np.asarray(r.history)
+            ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r.backend, lw=1.2)
         ax.set_title(f"{part} loss")
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
@@ -183,3 +193,27 @@ def loss_plot(out_path: Path, results: list[dict]) -> None:
     with atomic.atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def write_report(out: Path, summary: dict, results: list[Result], content_img, style_img) -> None:
+    """results.json (``summary`` with the rows), summary.md, side_by_side.png and, once a backend finished,
+    losses.png; each written whole."""
+    summary["backends"] = [r.to_dict() for r in results]
+    summary["agreement"] = image_agreement(out, results)
+    atomic.write_text(out / "results.json", strict_json.dumps(summary, indent=1))
+    text = (
+        f"# Style transfer comparison\n\n{summary['description']}\n\n"
+        + summary_table(results)
+        + "\n## Output agreement\n\n"
+        + agreement_table(summary["agreement"])
+        + f"\n![side by side](side_by_side.png)\n\n![losses](losses.png)\n\nCommand: `{summary['command']}`\n"
+    )
+    atomic.write_text(out / "summary.md", printable(text))
+    panels = [("content", content_img), ("style", style_img)]
+    for r in results:
+        if r.ok:
+            with Image.open(out / r.image) as img:
+                panels.append((r.backend, img.convert("RGB")))
+    side_by_side(out / "side_by_side.png", panels)
+    if any(r.ok for r in results):
+        loss_plot(out / "losses.png", results)
