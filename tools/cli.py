@@ -139,10 +139,11 @@ def compare_parser(description: str) -> Parser:
                    help="instead of running: a ratio table of two results.json files (B over A)")
     p.add_argument("--diverge", type=backend_pair, metavar="A,B",
                    help="instead of comparing: run backends A and B side by side for --epochs steps (default 20) "
-                        "from the same start and report where they first diverge, per step and per layer")
+                        "from the same start, and A again with its lr one ulp up (what rounding alone does), and "
+                        "report the first step where A and B differ by more than 100x that, per step and per layer")
     p.add_argument("--threshold", type=positive_float,
-                   help="with --diverge: relative image difference that counts as diverged; default: what the "
-                        "precision's rounding can explain (float32 1e-4, float64 1e-12)")
+                   help="with --diverge: the smallest relative image difference that counts as diverged; default: "
+                        "float32 1e-4, float64 1e-12")
     return p
 
 
