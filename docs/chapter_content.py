@@ -328,21 +328,23 @@ for torch vs jax in the agreement table. The pairs with TensorFlow get their own
           "tests/test_agreement.py::test_short_training_run_agrees")),
     Difference("Rounding or formula: float64", """
 In float32 the three runs drift apart during training, and rounding amplified by Adam could explain
-it. In float64 rounding is ~1e-16 and cannot grow visibly in a few hundred steps, so
-`precision="float64"` separates rounding from formula. It found three formula differences: Keras'
-epsilon hat (above); Keras' `ExponentialDecay`, which computes the learning rate in float32 even for
-float64 variables (and, given a float64 rate, still rounds the decay factor 0.8 to float32); optax's `exponential_decay`, which divides the int32 step count and so gives a
-float32 learning rate even with JAX's x64 mode on (optax's Adam itself computes its bias corrections
-in float64 then). `adam="reference"` runs one formula, PyTorch's and optax's, in all three
-backends (`common/reference.py`, `adam_step`); with it, in float64, every pair agrees to about
-5e-15 (relative) after 20 epochs, where a single one of those differences shows as 1e-8.
-`python benchmarks/trajectories.py` measures the final images of longer runs in float32 and float64,
-with stock and reference Adam, as PSNR of the float images (8-bit images saturate). With the
-reference Adam in float64 (bundled weights, 32x48, 100 epochs on a loaded 2-core CPU) the pairs'
-final images are 234.1 dB (torch vs tensorflow), 250.5 dB (torch vs jax) and 235.5 dB (tensorflow
-vs jax) apart, and their 8-bit images identical; with each framework's stock Adam, tensorflow and
-jax end 29.4 dB apart in float64 too, so that drift is formula, not rounding; in float32 the default run's images are 26-27 dB apart after
-200 epochs at 150x225 (the results above).
+it. In float64 rounding is ~1e-16, so `precision="float64"` separates rounding from formula. It
+found three formula differences: Keras' epsilon hat (above); Keras' `ExponentialDecay`, which
+computes the learning rate in float32 even for float64 variables (and, given a float64 rate, still
+rounds the decay factor 0.8 to float32); optax's `exponential_decay`, which divides the int32 step
+count and so gives a float32 learning rate even with JAX's x64 mode on (optax's Adam itself computes
+its bias corrections in float64 then). `adam="reference"` runs one formula, PyTorch's and optax's,
+in all three backends (`common/reference.py`, `adam_step`); with it, in float64, every pair agrees
+to about 5e-15 (relative) after 20 epochs, where a single one of those differences shows as 1e-8.
+Over 500 epochs training amplifies rounding too, so the yardstick is a **rounding control**: the
+same backend with its learning rate one ulp up, the same math one rounding apart.
+`python benchmarks/trajectories.py` measures the final images' PSNR (on the float images; 8-bit
+images saturate). At the cpu preset, 150x225 and 500 epochs, float64 with the reference Adam:
+the pairs' final images are 254.4 dB (torch vs tensorflow), 230.8 dB (torch vs jax) and 230.4 dB (tensorflow vs jax) apart, their 8-bit images identical, and torch against its own lr + 1 ulp run 253.5 dB. At 32x48 training amplifies rounding much more: each backend against its own
+lr + 1 ulp run ends 65.5-68.6 dB apart, and the pairs 64.4-73.4 dB, so that drift is rounding too.
+With each framework's stock Adam the pairs end 26.8-30.0 dB apart in float64 (32x48), as far as in
+float32: that drift is formula, not rounding; in float32 the default run's images are 26-27 dB
+apart after 200 epochs at 150x225 (the results above).
 """, ("tests/test_float64.py::test_reference_adam_trajectories_agree",
           "tests/test_float64.py::test_reference_adam_matches_numpy",
           "tests/test_float64.py::test_diverge_in_float64_finds_the_formula_difference",
