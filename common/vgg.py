@@ -31,6 +31,16 @@ VGG19_CONFIG: tuple[int | str, ...] = (
     512, 512, 512, 512, "M",
 )  # fmt: skip
 
+# torchvision's cfgs["D"]: VGG16, the TF1 tutorial's network (issue 15), the same shape with three
+# convolutions in blocks 3 to 5.
+VGG16_CONFIG: tuple[int | str, ...] = (
+    64, 64, "M",
+    128, 128, "M",
+    256, 256, 256, "M",
+    512, 512, 512, "M",
+    512, 512, 512, "M",
+)  # fmt: skip
+
 TAP_READINGS: tuple[str, ...] = ("torch-inplace", "pre-relu")
 
 
@@ -53,11 +63,11 @@ class Layer:
         return f"features.{self.index}.bias"
 
 
-def vgg19_layers() -> tuple[Layer, ...]:
-    """All 37 layers of VGG19's ``features``, indexed as in torchvision."""
+def vgg_layers(config: Sequence[int | str]) -> tuple[Layer, ...]:
+    """Every layer of a VGG ``features`` described by ``config``, indexed as in torchvision."""
     layers: list[Layer] = []
     block, conv_in_block, in_channels = 1, 0, 3
-    for entry in VGG19_CONFIG:
+    for entry in config:
         if entry == "M":
             layers.append(Layer(len(layers), "pool", f"pool{block}"))
             block, conv_in_block = block + 1, 0
@@ -70,7 +80,13 @@ def vgg19_layers() -> tuple[Layer, ...]:
     return tuple(layers)
 
 
+def vgg19_layers() -> tuple[Layer, ...]:
+    """All 37 layers of VGG19's ``features``."""
+    return vgg_layers(VGG19_CONFIG)
+
+
 VGG19_LAYERS = vgg19_layers()
+VGG16_LAYERS = vgg_layers(VGG16_CONFIG)  # 31 layers; not yet a network any backend builds
 LAYER_BY_NAME = {layer.name: layer for layer in VGG19_LAYERS}
 CONV_LAYERS = tuple(layer for layer in VGG19_LAYERS if layer.kind == "conv")
 

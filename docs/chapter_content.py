@@ -105,7 +105,7 @@ d2l takes VGG19's convolutional part, `features`, reads the style at layers 0, 5
 the content at layer 25, and drops every layer after the deepest one it reads. The architecture is
 written once, as data (torchvision's configuration list), and every backend builds its network from
 it, so that index i means `features[i]` in all three.
-""", (Code(("vgg:VGG19_CONFIG", "vgg:vgg19_layers")),)),
+""", (Code(("vgg:VGG19_CONFIG", "vgg:vgg_layers")),)),
     Part("Named taps", """
 Which tensor is "the output of layer 0"? torchvision's VGG applies `ReLU(inplace=True)` after each
 convolution, and the in-place ReLU overwrites the tensor that d2l's PyTorch listing keeps. So the

@@ -8,7 +8,8 @@ import pytest
 
 from common.config import D2L, LossWeights, StyleTransferConfig
 from common.errors import UserError
-from common.vgg import CONV_LAYERS, VGG19_LAYERS, feature_plan, tap_names
+from common.vgg import CONV_LAYERS, VGG16_LAYERS, VGG19_LAYERS, feature_plan, tap_names
+from helpers import require
 
 
 def test_d2l_defaults():
@@ -51,6 +52,29 @@ def test_vgg19_table_matches_torchvision_indices():
     names = {layer.index: layer.name for layer in VGG19_LAYERS}
     assert names[0] == "conv1_1" and names[4] == "pool1" and names[25] == "conv4_4" and names[28] == "conv5_1"
     assert names[36] == "pool5"
+
+
+@pytest.mark.parametrize("layers, torchvision_model", [(VGG19_LAYERS, "vgg19"), (VGG16_LAYERS, "vgg16")])
+def test_vgg_tables_match_torchvisions_own_networks(layers, torchvision_model):
+    """Each entry's kind and channels equal torchvision's ``features[i]`` (built without weights)."""
+    require("torch")
+    import torch.nn as nn
+    import torchvision
+
+    features = getattr(torchvision.models, torchvision_model)(weights=None).features
+    assert len(features) == len(layers)
+    kinds = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool"}
+    for layer, module in zip(layers, features):
+        assert layer.kind == kinds[type(module)], layer
+        if layer.kind == "conv":
+            assert (layer.in_channels, layer.out_channels) == (module.in_channels, module.out_channels), layer
+
+
+def test_vgg16_names_the_tf1_tutorials_layers():
+    """The TF1 tutorial's content layer is its 5th convolution (conv3_1); its style layers are all 13."""
+    convs = [layer.name for layer in VGG16_LAYERS if layer.kind == "conv"]
+    assert len(VGG16_LAYERS) == 31 and len(convs) == 13
+    assert convs[4] == "conv3_1" and convs[-1] == "conv5_3"
 
 
 def test_torch_inplace_reading_is_what_d2l_pytorch_computes():
