@@ -76,12 +76,10 @@ def compare(args, argv: list[str]) -> int:
     for note in notes:
         print(printable(f"note: {note}"))
     why = "a GPU was found" if gpus else "no GPU found" if args.device != "cpu" else "--device cpu"
-    description = (
-        f"preset {preset} ({why}): {config.image_shape[0]}x{config.image_shape[1]}, {config.num_epochs} epochs, "
-        f"lr {config.lr:g}; weights {args.weights}; taps {config.taps}; precision {args.precision}; "
-        f"{config.adam} Adam"
-    )
+    description = f"recipe {config.recipe}; " + run_description(config, preset, why, args)
     print(description)
+    if config.recipe_data.note:
+        print(f"note: {config.recipe_data.note}")
 
     # One Job per backend, alike but for the name and the folder (filled in by run_all).
     job = Job(backend="", out_dir="", config=config, content=str((out / "content.png").resolve()),
@@ -94,6 +92,18 @@ def compare(args, argv: list[str]) -> int:
     }
     with run_folder.lock_out(out, args.out):
         return run_all(args, out, job, summary, content_img, style_img)
+
+
+def run_description(config, preset: str, why: str, args) -> str:
+    recipe = config.recipe_data
+    if recipe.optimizer == "adam":
+        steps, how = "epochs", f"lr {config.lr:g}; taps {config.taps}; {config.adam} Adam"
+    elif recipe.optimizer == "lbfgs":
+        steps, how = "L-BFGS steps", f"lr {config.lr:g}; optimizer {config.optimizer}"
+    else:
+        steps, how = "normalized steps", f"step size {recipe.step_size:g}"
+    return (f"preset {preset} ({why}): {config.image_shape[0]}x{config.image_shape[1]}, {config.num_epochs} {steps}, "
+            f"{how}; start {config.init}; weights {args.weights}; precision {args.precision}")
 
 
 def run_all(args, out: Path, job: Job, summary: dict, content_img, style_img) -> int:

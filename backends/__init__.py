@@ -27,20 +27,32 @@ class BackendInfo:
     requires: tuple[str, ...]  # top-level modules the backend imports
     install: str  # what to tell a user who lacks them
     packages: tuple[str, ...]  # the distributions whose versions a result records
+    # The framework's own stock L-BFGS (config.optimizer "native"), or "" and why there is none.
+    native_lbfgs: str = ""
+    no_native_lbfgs: str = ""
 
 
 REGISTRY: dict[str, BackendInfo] = {
     info.name: info
     for info in (
         BackendInfo("torch", "backends.torch_backend", "TorchBackend", ("torch", "torchvision"),
-                    "pip install torch torchvision   (or: pip install -e '.[torch]')", ("torch", "torchvision")),
+                    "pip install torch torchvision   (or: pip install -e '.[torch]')", ("torch", "torchvision"),
+                    native_lbfgs="torch.optim.LBFGS (also what 'same' runs)"),
         BackendInfo("tensorflow", "backends.tensorflow_backend", "TensorFlowBackend", ("tensorflow", "keras"),
-                    "pip install tensorflow   (or: pip install -e '.[tensorflow]')", ("tensorflow", "keras")),
+                    "pip install tensorflow   (or: pip install -e '.[tensorflow]')", ("tensorflow", "keras"),
+                    no_native_lbfgs="TensorFlow's core has none; tensorflow-probability's lbfgs_minimize needs "
+                                    "tf_keras (Keras 2) beside Keras 3 and is not a dependency here"),
         BackendInfo("jax", "backends.jax_backend", "JaxBackend", ("jax", "flax", "optax"),
-                    "pip install jax flax optax   (or: pip install -e '.[jax]')", ("jax", "jaxlib", "flax", "optax")),
+                    "pip install jax flax optax   (or: pip install -e '.[jax]')", ("jax", "jaxlib", "flax", "optax"),
+                    native_lbfgs="optax.lbfgs with its zoom line search"),
     )
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def without_native_lbfgs() -> dict[str, str]:
+    """The backends with no stock L-BFGS of their own, and why."""
+    return {name: info.no_native_lbfgs for name, info in REGISTRY.items() if info.no_native_lbfgs}
 
 
 def versions(name: str) -> dict[str, str]:

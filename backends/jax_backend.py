@@ -37,8 +37,9 @@ from common import devices, keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase, RunPlan
 from common.config import DEFAULT_TAPS
+from common.images import D2L_NORMALIZED
 from common.interface import LossParts
-from common.reference import ADAM_BETAS
+from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
 
 # Steps per compiled program in ``train`` on the CPU when reports come at least
@@ -195,7 +196,7 @@ class JaxState:
     contents_Y: list
     styles_Y_gram: list
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    run: RunPlan = struct.field(pytree_node=False)  # the config's layers, taps and loss weights
+    run: RunPlan = struct.field(pytree_node=False)  # the config's recipe, layers, taps and loss weights
 
 
 def step_lr(lr: float, lr_decay_epoch: int, lr_decay: float) -> optax.Schedule:
@@ -225,6 +226,17 @@ def reference_adam_with_step_lr(lr: float, lr_decay_epoch: int, lr_decay: float,
     # even with x64 on; here lr_decay ** (whole decays) is in JAX's default float, float64 with x64.
     schedule = lambda count: lr * lr_decay ** (count // lr_decay_epoch)  # noqa: E731
     return optax.chain(scale_by_reference_adam(eps), optax.scale_by_learning_rate(schedule))
+
+
+def normalized_step(step_size: float, eps: float = NORMALIZED_STEP_EPS) -> optax.GradientTransformation:
+    """The TF1 tutorial's update (``common.reference.normalized_step``): -g * step_size / (std(g) + eps);
+    the clip to its bounds is a projection after ``apply_updates``."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: -g * (step_size / (jnp.std(g) + eps)), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 class ReferenceAdamState(NamedTuple):
@@ -343,14 +355,15 @@ class JaxBackend(BackendBase):
     # --- model and losses -----------------------------------------------------------------
 
     @x64_as_needed
-    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
-        return self._features(self.params, X, plan=self.plan(content_layers, style_layers, taps))
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS, space=D2L_NORMALIZED):
+        return self._features(self.params, X, plan=self.plan(content_layers, style_layers, taps, space))
 
     def _features(self, params, X, plan: FeaturePlan):
         net = nnx.merge(self.net_def, params)
         wanted = set(plan.content + plan.style)
-        if self.has_input_transform:
-            X = X[..., self.input_order] * self.input_scale + self.input_shift
+        transform = self.input_transforms[plan.space]
+        if transform is not None:
+            X = X[..., transform.order] * transform.scale + transform.shift
         outputs = {}
         for layer in plan.layers:
             X = net.layers[layer.index](X)
@@ -359,10 +372,11 @@ class JaxBackend(BackendBase):
         return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
     @x64_as_needed
-    def gram(self, X):
+    def gram(self, X, normalized=True):
         num_channels, n = X.shape[-1], X.size // X.shape[-1]
         X = X.reshape((n, num_channels))  # NHWC: channels last, so X.T @ X is torch's X @ X.T
-        return jnp.matmul(X.T, X, precision=self.matmul_precision) / (num_channels * n)
+        G = jnp.matmul(X.T, X, precision=self.matmul_precision)
+        return G / (num_channels * n) if normalized else G
 
     @x64_as_needed
     def content_loss(self, Y_hat, Y):
@@ -370,32 +384,37 @@ class JaxBackend(BackendBase):
         return jnp.square(Y_hat - jax.lax.stop_gradient(Y)).mean()
 
     @x64_as_needed
-    def style_loss(self, Y_hat, gram_Y):
-        return jnp.square(self.gram(Y_hat) - jax.lax.stop_gradient(gram_Y)).mean()
+    def style_loss(self, Y_hat, gram_Y, normalized=True):
+        return jnp.square(self.gram(Y_hat, normalized) - jax.lax.stop_gradient(gram_Y)).mean()
 
     @x64_as_needed
-    def tv_loss(self, Y_hat):
-        return 0.5 * (
+    def tv_loss(self, Y_hat, scale=0.5):
+        return scale * (
             abs_(Y_hat[:, 1:, :, :] - Y_hat[:, :-1, :, :]).mean()
             + abs_(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]).mean()
         )
+
+    def stop_gradient(self, t):
+        return jax.lax.stop_gradient(t)
 
     # --- training -------------------------------------------------------------------------
 
     @x64_as_needed
     def init_state(self, X, contents_Y, styles_Y, config) -> JaxState:
-        adam = reference_adam_with_step_lr if config.adam == "reference" else adam_with_step_lr
-        tx = adam(config.lr, config.lr_decay_epoch, config.lr_decay, config.adam_eps)
+        run = self.run_plan(config)
+        recipe = run.recipe
+        if recipe.optimizer == "normalized-step":
+            tx = normalized_step(recipe.step_size)
+        else:
+            adam = reference_adam_with_step_lr if config.adam == "reference" else adam_with_step_lr
+            tx = adam(config.lr, config.lr_decay_epoch, config.lr_decay, config.adam_eps)
         # Copies: the compiled step donates the state's buffers, never the caller's arrays.
         X = jnp.array(X, dtype=self.dtype, copy=True)
-        styles_Y_gram = [self.gram(Y) for Y in styles_Y]
+        styles_Y_gram = [self.gram(Y, run.formula.gram_normalized) for Y in styles_Y]
         # tx.init's step counts would be uncommitted, default-device arrays: put them on ours
         # (else the second step compiles again, and on a GPU machine device="cpu" would split).
         opt_state = jax.device_put(tx.init(X), self.jax_device)
-        return JaxState(
-            X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx,
-            self.run_plan(config),
-        )
+        return JaxState(X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx, run)
 
     def _loss(self, params, state: JaxState, X) -> LossParts:
         contents_Y_hat, styles_Y_hat = self._features(params, X, plan=state.run.features)
@@ -415,6 +434,8 @@ class JaxBackend(BackendBase):
         losses, grad = self._value_and_grad(params, state)
         updates, opt_state = state.tx.update(grad, state.opt_state)
         X = optax.apply_updates(state.X, updates)
+        if state.run.recipe.optimizer == "normalized-step":  # the TF1 tutorial clips after each step
+            X = optax.projections.projection_box(X, *state.run.recipe.clamp)
         return state.replace(X=X, opt_state=opt_state), losses
 
     def _steps(self, params, state: JaxState, num_steps: int) -> tuple[JaxState, LossParts]:
@@ -431,7 +452,8 @@ class JaxBackend(BackendBase):
         return self._value_and_grad(self.params, state)
 
     def current_image(self, state: JaxState):
-        return state.X
+        clamp = state.run.recipe.clamp
+        return jnp.clip(state.X, *clamp) if clamp else state.X  # the PyTorch tutorial clamps once more at the end
 
     compute_loss = x64_as_needed(BackendBase.compute_loss)
 

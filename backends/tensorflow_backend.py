@@ -35,7 +35,7 @@ from common import weights as weight_sets  # noqa: E402
 from common.backend import BackendBase, RunPlan  # noqa: E402
 from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
-from common.reference import ADAM_BETAS  # noqa: E402
+from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS  # noqa: E402
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name  # noqa: E402
 
 # Native weights are Keras' ImageNet VGG19 file (common/keras_weights.py), downloaded
@@ -51,10 +51,10 @@ JIT_COMPILE = False
 @dataclass
 class TensorFlowState:
     gen_img: tf.Variable  # d2l's SynthesizedImage: the image itself is the only trained variable
-    trainer: keras.optimizers.Optimizer  # Adam; its learning-rate schedule is d2l's StepLR
+    trainer: keras.optimizers.Optimizer  # Adam (its schedule d2l's StepLR), or the TF1 tutorial's NormalizedStep
     contents_Y: list
     styles_Y_gram: list
-    run: RunPlan  # the config's layers, taps and loss weights
+    run: RunPlan  # the config's recipe, layers, taps and loss weights
     step: Callable[[], LossParts] | None = None  # this run's compiled training step
 
 
@@ -168,38 +168,47 @@ class TensorFlowBackend(BackendBase):
         wanted = set(plan.content + plan.style)
         outputs = {}
         with tf.device(self.device):
-            if self.has_input_transform:
-                X = tf.gather(X, self.input_order, axis=-1) * self.input_scale + self.input_shift
+            transform = self.input_transforms[plan.space]
+            if transform is not None:
+                X = tf.gather(X, transform.order, axis=-1) * transform.scale + transform.shift
             for layer in plan.layers:
                 X = self.net[layer.index](X)
                 if layer.name in wanted:
                     outputs[layer.name] = tf.cast(X, self.dtype)  # bf16 computes only inside the network
         return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
-    def gram(self, X):
+    def gram(self, X, normalized=True):
         num_channels, n = X.shape[-1], X.shape.num_elements() // X.shape[-1]
         X = tf.reshape(X, (n, num_channels))  # NHWC: one row per pixel, so X^T X is C x C
-        return tf.matmul(X, X, transpose_a=True) / (num_channels * n)
+        G = tf.matmul(X, X, transpose_a=True)
+        return G / (num_channels * n) if normalized else G
 
     def content_loss(self, Y_hat, Y):
         # Y is a target: no gradient flows into the content image.
         return tf.reduce_mean(tf.square(Y_hat - tf.stop_gradient(Y)))
 
-    def style_loss(self, Y_hat, gram_Y):
-        return tf.reduce_mean(tf.square(self.gram(Y_hat) - tf.stop_gradient(gram_Y)))
+    def style_loss(self, Y_hat, gram_Y, normalized=True):
+        return tf.reduce_mean(tf.square(self.gram(Y_hat, normalized) - tf.stop_gradient(gram_Y)))
 
-    def tv_loss(self, Y_hat):
-        return 0.5 * (
+    def tv_loss(self, Y_hat, scale=0.5):
+        return scale * (
             tf.reduce_mean(tf.abs(Y_hat[:, 1:, :, :] - Y_hat[:, :-1, :, :]))
             + tf.reduce_mean(tf.abs(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]))
         )
 
+    def stop_gradient(self, t):
+        return tf.stop_gradient(t)
+
     # --- training -------------------------------------------------------------------------
 
     def init_state(self, X, contents_Y, styles_Y, config) -> TensorFlowState:
+        run = self.run_plan(config)
+        recipe = run.recipe
         with tf.device(self.device):
             gen_img = tf.Variable(tf.cast(X, self.dtype), name="gen_img")
-            if config.adam == "reference":
+            if recipe.optimizer == "normalized-step":
+                trainer = NormalizedStep(recipe.step_size, recipe.clamp)
+            elif config.adam == "reference":
                 lr = StepLR(config.lr, config.lr_decay_epoch, config.lr_decay, dtype=self.dtype)
                 trainer = ReferenceAdam(learning_rate=lr, epsilon=config.adam_eps)
             else:
@@ -209,11 +218,8 @@ class TensorFlowBackend(BackendBase):
                 lr = step_lr(config.lr, config.lr_decay_epoch, config.lr_decay)
                 trainer = keras.optimizers.Adam(learning_rate=lr, epsilon=config.adam_eps)
             trainer.build([gen_img])  # Adam's moments, created now rather than inside tf.function
-            styles_Y_gram = [self.gram(Y) for Y in styles_Y]
-        state = TensorFlowState(
-            gen_img, trainer, list(contents_Y), styles_Y_gram,
-            self.run_plan(config),
-        )
+            styles_Y_gram = [self.gram(Y, run.formula.gram_normalized) for Y in styles_Y]
+        state = TensorFlowState(gen_img, trainer, list(contents_Y), styles_Y_gram, run)
 
         def step() -> LossParts:
             with tf.GradientTape() as tape:
@@ -240,7 +246,9 @@ class TensorFlowBackend(BackendBase):
         return losses, tape.gradient(losses.total, state.gen_img)
 
     def current_image(self, state: TensorFlowState):
-        return state.gen_img.read_value()
+        X = state.gen_img.read_value()
+        clamp = state.run.recipe.clamp
+        return tf.clip_by_value(X, *clamp) if clamp else X  # the PyTorch tutorial clamps once more at the end
 
     # --- native weights -------------------------------------------------------------------
 
@@ -331,6 +339,23 @@ class ReferenceAdam(keras.optimizers.Optimizer):
 
     def get_config(self):
         return {**super().get_config(), "betas": (self.beta_1, self.beta_2), "epsilon": self.epsilon}
+
+
+class NormalizedStep(keras.optimizers.Optimizer):
+    """The TF1 tutorial's update (``common.reference.normalized_step``): X -= g * lr / (std(g) + eps), clipped."""
+
+    def __init__(self, learning_rate: float, clamp: tuple[float, float], epsilon: float = NORMALIZED_STEP_EPS,
+                 name="normalized_step", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.clamp, self.epsilon = clamp, epsilon
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = tf.cast(learning_rate, variable.dtype)
+        variable.assign(tf.clip_by_value(variable - gradient * (lr / (tf.math.reduce_std(gradient) + self.epsilon)),
+                                         *self.clamp))
+
+    def get_config(self):
+        return {**super().get_config(), "clamp": self.clamp, "epsilon": self.epsilon}
 
 
 def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:

@@ -1,7 +1,9 @@
 """PyTorch backend: d2l 13.12's PyTorch listing, with explicit named taps.
 
 torchvision's VGG19 ``features`` (NCHW), frozen; the synthesized image is the
-only parameter; Adam plus StepLR, as in the book.
+only parameter; Adam plus StepLR, as in the book. The other recipes
+(common/recipes.py): ``torch.optim.LBFGS`` driven by the PyTorch tutorial's
+clamping closure, and the TF1 tutorial's normalized step as a ``torch.optim.Optimizer``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from common import devices, weights as weight_sets
 from common.backend import BackendBase, RunPlan
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
-from common.reference import ADAM_BETAS
+from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS
 from common.vgg import CONV_LAYERS, FeaturePlan
 
 # torchvision's VGG19_Weights.IMAGENET1K_V1; the file name carries the first
@@ -69,14 +71,30 @@ class ReferenceAdam(torch.optim.Optimizer):
                 p.sub_(group["lr"] * (m_hat / (v_hat.sqrt() + group["eps"])))
 
 
+class NormalizedStep(torch.optim.Optimizer):
+    """The TF1 tutorial's update (``common.reference.normalized_step``): X -= g * lr / (std(g) + eps), clipped."""
+
+    def __init__(self, params, lr: float, clamp: tuple[float, float], eps: float = NORMALIZED_STEP_EPS):
+        super().__init__(params, {"lr": lr, "clamp": clamp, "eps": eps})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                p.sub_(g * (group["lr"] / (g.std(correction=0) + group["eps"])))  # np.std: the population's
+                p.clamp_(*group["clamp"])
+
+
 @dataclass
 class TorchState:
     gen_img: SynthesizedImage
     trainer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None  # Adam's StepLR; the other optimizers have none
     contents_Y: list
     styles_Y_gram: list
-    run: RunPlan  # the config's layers, taps and loss weights
+    run: RunPlan  # the config's recipe, layers, taps and loss weights
+    evaluations: int = 0  # closure calls
 
 
 class TorchBackend(BackendBase):
@@ -149,8 +167,9 @@ class TorchBackend(BackendBase):
 
     def _features(self, X, plan: FeaturePlan):
         wanted = set(plan.content + plan.style)
-        if self.has_input_transform:
-            X = X[:, self.input_order] * self.input_scale + self.input_shift
+        transform = self.input_transforms[plan.space]
+        if transform is not None:
+            X = X[:, transform.order] * transform.scale + transform.shift
         X = X.contiguous(memory_format=self.memory_format)  # the network's layout; still NCHW to index
         outputs = {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -160,50 +179,86 @@ class TorchBackend(BackendBase):
                     outputs[layer.name] = X.to(self.dtype)  # bf16 computes only inside the network
         return [outputs[name] for name in plan.content], [outputs[name] for name in plan.style]
 
-    def gram(self, X):
+    def gram(self, X, normalized=True):
         num_channels, n = X.shape[1], X.numel() // X.shape[1]
         X = X.reshape((num_channels, n))
-        return torch.matmul(X, X.T) / (num_channels * n)
+        G = torch.matmul(X, X.T)
+        return G / (num_channels * n) if normalized else G
 
     def content_loss(self, Y_hat, Y):
         # Y is a target: detach it so no gradient flows into the content image.
         return torch.square(Y_hat - Y.detach()).mean()
 
-    def style_loss(self, Y_hat, gram_Y):
-        return torch.square(self.gram(Y_hat) - gram_Y.detach()).mean()
+    def style_loss(self, Y_hat, gram_Y, normalized=True):
+        return torch.square(self.gram(Y_hat, normalized) - gram_Y.detach()).mean()
 
-    def tv_loss(self, Y_hat):
-        return 0.5 * (
+    def tv_loss(self, Y_hat, scale=0.5):
+        return scale * (
             torch.abs(Y_hat[:, :, 1:, :] - Y_hat[:, :, :-1, :]).mean()
             + torch.abs(Y_hat[:, :, :, 1:] - Y_hat[:, :, :, :-1]).mean()
         )
 
+    def stop_gradient(self, t):
+        return t.detach()
+
     # --- training -------------------------------------------------------------------------
 
     def init_state(self, X, contents_Y, styles_Y, config) -> TorchState:
+        run = self.run_plan(config)
+        recipe = run.recipe
         gen_img = SynthesizedImage(X.shape).to(self.device, self.dtype)
         with torch.no_grad():
             gen_img.weight.copy_(X)
-        optimizer = ReferenceAdam if config.adam == "reference" else torch.optim.Adam
-        trainer = optimizer(gen_img.parameters(), lr=config.lr, eps=config.adam_eps)
-        scheduler = torch.optim.lr_scheduler.StepLR(trainer, config.lr_decay_epoch, config.lr_decay)
-        styles_Y_gram = [self.gram(Y).detach() for Y in styles_Y]
-        return TorchState(
-            gen_img, trainer, scheduler, [Y.detach() for Y in contents_Y], styles_Y_gram,
-            self.run_plan(config),
-        )
+        scheduler = None
+        if recipe.optimizer == "lbfgs":  # torch's own L-BFGS is both "same" and "native"
+            s = recipe.lbfgs
+            trainer = torch.optim.LBFGS(gen_img.parameters(), lr=config.lr, max_iter=s.max_iter, max_eval=s.max_eval,
+                                        tolerance_grad=s.tolerance_grad, tolerance_change=s.tolerance_change,
+                                        history_size=s.history_size)
+        elif recipe.optimizer == "normalized-step":
+            trainer = NormalizedStep(gen_img.parameters(), lr=recipe.step_size, clamp=recipe.clamp)
+        else:
+            optimizer = ReferenceAdam if config.adam == "reference" else torch.optim.Adam
+            trainer = optimizer(gen_img.parameters(), lr=config.lr, eps=config.adam_eps)
+            scheduler = torch.optim.lr_scheduler.StepLR(trainer, config.lr_decay_epoch, config.lr_decay)
+        styles_Y_gram = [self.gram(Y, run.formula.gram_normalized).detach() for Y in styles_Y]
+        return TorchState(gen_img, trainer, scheduler, [Y.detach() for Y in contents_Y], styles_Y_gram, run)
 
     def _loss(self, state: TorchState, X) -> LossParts:
         contents_Y_hat, styles_Y_hat = self._features(X, state.run.features)
         return self.summed_losses(X, contents_Y_hat, styles_Y_hat, state)
 
     def train_step(self, state: TorchState):
+        if isinstance(state.trainer, torch.optim.LBFGS):
+            return state, self._lbfgs_step(state)
         state.trainer.zero_grad()
         losses = self._loss(state, state.gen_img())
         losses.total.backward()
         state.trainer.step()
-        state.scheduler.step()
+        if state.scheduler is not None:
+            state.scheduler.step()
+        state.evaluations += 1
         return state, LossParts(*(v.detach() for v in losses))
+
+    def _lbfgs_step(self, state: TorchState) -> LossParts:
+        """One ``optimizer.step(closure)`` of the PyTorch tutorial: up to 20 closure calls; the first one's losses."""
+        evaluated = []
+
+        def closure():
+            with torch.no_grad():  # the tutorial clamps before each evaluation
+                state.gen_img.weight.clamp_(*state.run.recipe.clamp)
+            state.trainer.zero_grad()
+            losses = self._loss(state, state.gen_img())
+            losses.total.backward()
+            evaluated.append(losses)
+            return losses.total
+
+        state.trainer.step(closure)
+        state.evaluations += len(evaluated)
+        return LossParts(*(v.detach() for v in evaluated[0]))
+
+    def evaluations(self, state: TorchState) -> int:
+        return state.evaluations
 
     def loss_and_grad(self, state: TorchState):
         X = state.gen_img()
@@ -212,7 +267,9 @@ class TorchBackend(BackendBase):
         return LossParts(*(v.detach() for v in losses)), grad
 
     def current_image(self, state: TorchState):
-        return state.gen_img.weight.detach()
+        X = state.gen_img.weight.detach()
+        clamp = state.run.recipe.clamp
+        return X.clamp(*clamp) if clamp else X  # the tutorial clamps once more at the end
 
     # --- native weights -------------------------------------------------------------------
 

@@ -15,19 +15,39 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from common import devices, images, machine, weights as weight_sets
+from common import devices, images, machine, recipes, weights as weight_sets
 from common.config import DEFAULT_TAPS, LossWeights, StyleTransferConfig, check_taps
 from common.errors import DivergedError, UserError
+from common.images import D2L_NORMALIZED, IMAGE_SPACES, ImageSpace
 from common.interface import PRECISIONS, Callback, LossParts, StepReport, working_dtype
+from common.recipes import LossFormula, Recipe
 from common.vgg import FeaturePlan, feature_plan
+
+D2L_FORMULA = LossFormula()
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What a training state reads from its config, resolved once: the outputs to keep and the loss weights."""
+    """What a training state reads from its config, resolved once: the outputs to keep (and the space of
+    the network's input), the loss weights, and the recipe's formulas and optimizer."""
 
     features: FeaturePlan
     loss_weights: LossWeights
+    recipe: Recipe = recipes.D2L
+    optimizer: str = "same"  # or "native": the framework's stock L-BFGS
+
+    @property
+    def formula(self) -> LossFormula:
+        return self.recipe.formula
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """``input[c] = X[order[c]] * scale[c] + shift[c]``, with framework constants placed to broadcast."""
+
+    order: list[int]
+    scale: Any
+    shift: Any
 
 
 class BackendBase:
@@ -97,60 +117,102 @@ class BackendBase:
                                          sizes=sizes or (machine.GPU_PEAK_SIZES if on_gpu else machine.CPU_PEAK_SIZES))
 
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
-             taps: str = DEFAULT_TAPS) -> FeaturePlan:
-        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps))
+             taps: str = DEFAULT_TAPS, space: ImageSpace = D2L_NORMALIZED) -> FeaturePlan:
+        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps), space.name)
 
     def run_plan(self, config: StyleTransferConfig) -> RunPlan:
-        """The config's layers, taps and loss weights (by default the weight set's), as a training state keeps them."""
-        return RunPlan(self.plan(config.content_layers, config.style_layers, config.taps),
-                       config.resolved_loss_weights(self.weights.loss_weights))
+        """The config's recipe, layers, taps and loss weights (by default the recipe's for this weight set),
+        as a training state keeps them."""
+        recipe = config.recipe_data
+        return RunPlan(self.plan(config.content_layers, config.style_layers, config.feature_taps, recipe.space),
+                       config.resolved_loss_weights(self.weights), recipe, config.optimizer or "same")
 
-    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS):
-        """The outputs at the content and the style layers, read as ``taps`` says (common/vgg.py)."""
-        return self._features(X, self.plan(content_layers, style_layers, taps))
+    def extract_features(self, X, content_layers, style_layers, taps=DEFAULT_TAPS, space=D2L_NORMALIZED):
+        """The outputs at the content and the style layers, read as ``taps`` says (common/vgg.py),
+        of an image ``X`` in ``space`` (d2l's normalized RGB unless a recipe says otherwise)."""
+        return self._features(X, self.plan(content_layers, style_layers, taps, space))
 
-    def input_transform(self) -> tuple[list[int], np.ndarray, np.ndarray] | None:
-        """The weight set's input convention as (channel order, scale, shift), or None if identity."""
+    def input_transform(self, space: ImageSpace = D2L_NORMALIZED) -> tuple[list[int], np.ndarray, np.ndarray] | None:
+        """How an image in ``space`` becomes the network's input, as (channel order, scale, shift), or None if identity.
+
+        The weight set's convention maps d2l's normalized RGB to its input; another space is first
+        mapped to that one, folded into the same per-channel affine map (computed in float64).
+        """
         convention = self.weights.convention
-        if convention.is_identity:
-            return None
-        scale = np.asarray(convention.scale, dtype=self.numpy_dtype)
-        shift = np.asarray(convention.shift, dtype=self.numpy_dtype)
-        return list(convention.order), scale, shift
+        if space == D2L_NORMALIZED:
+            if convention.is_identity:
+                return None
+            scale = np.asarray(convention.scale, dtype=self.numpy_dtype)
+            shift = np.asarray(convention.shift, dtype=self.numpy_dtype)
+            return list(convention.order), scale, shift
+        # normalized = value * a + b, with a, b per RGB channel
+        a = np.asarray(space.std) / (space.top * np.asarray(D2L_NORMALIZED.std))
+        b = (np.asarray(space.mean) / space.top - np.asarray(D2L_NORMALIZED.mean)) / np.asarray(D2L_NORMALIZED.std)
+        order = list(convention.order)
+        scale = a[order] * np.asarray(convention.scale)
+        shift = b[order] * np.asarray(convention.scale) + np.asarray(convention.shift)
+        return order, scale.astype(self.numpy_dtype), shift.astype(self.numpy_dtype)
 
     def set_input_convention(self, constant: Callable[[np.ndarray], Any], shape: tuple[int, ...]) -> None:
-        """Keep ``input_transform`` for ``extract_features``: ``has_input_transform``, and if there is one
-        ``input_order`` and ``input_scale`` / ``input_shift`` as framework constants of ``shape``
-        (one value per channel, placed to broadcast over the layout), made by ``constant`` on the backend's device.
+        """Keep ``input_transform`` of every image space for ``_features``: ``input_transforms[space name]``,
+        an ``InputTransform`` whose scale and shift are framework constants of ``shape`` (one value per
+        channel, placed to broadcast over the layout) made by ``constant`` on the backend's device, or None.
         """
-        transform = self.input_transform()
-        self.has_input_transform = transform is not None
-        if transform is not None:
-            order, scale, shift = transform
-            self.input_order = order
-            self.input_scale, self.input_shift = constant(scale.reshape(shape)), constant(shift.reshape(shape))
+        self.input_transforms: dict[str, InputTransform | None] = {}
+        for name, space in IMAGE_SPACES.items():
+            transform = self.input_transform(space)
+            if transform is not None:
+                order, scale, shift = transform
+                transform = InputTransform(order, constant(scale.reshape(shape)), constant(shift.reshape(shape)))
+            self.input_transforms[name] = transform
 
-    def preprocess(self, img, image_shape: tuple[int, int]):
-        return self.from_numpy(images.preprocess_array(img, image_shape))
+    def preprocess(self, img, image_shape: tuple[int, int], space: ImageSpace = D2L_NORMALIZED):
+        return self.from_numpy(images.preprocess_array(img, image_shape, space))
 
-    def postprocess(self, X):
-        return images.postprocess_array(self.to_numpy(X))
+    def postprocess(self, X, space: ImageSpace = D2L_NORMALIZED):
+        return images.postprocess_array(self.to_numpy(X), space)
 
-    def compute_loss(self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights):
+    def compute_loss(self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights,
+                     formula: LossFormula = D2L_FORMULA):
+        """The weighted losses per layer and their total, as the recipe's ``formula`` combines them.
+
+        With an adaptive formula (TF1) each kind is one entry, its raw value (its weighted value is
+        its weight by construction), and the total is sum(weight * loss / constant(loss + 1e-10)).
+        """
         w = loss_weights
+        if formula.adaptive:
+            return self._adaptive_loss(X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, w, formula)
         contents_l = [self.content_loss(Y_hat, Y) * w.content for Y_hat, Y in zip(contents_Y_hat, contents_Y)]
         # d2l: sum(10 * styles_l + ...) repeats the list; style weight 1e4 says the same once.
-        styles_l = [self.style_loss(Y_hat, Y) * w.style for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
-        tv_l = self.tv_loss(X) * w.tv
+        styles_l = [self.style_loss(Y_hat, Y, formula.gram_normalized) * w.style
+                    for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
+        tv_l = self.tv_loss(X, formula.tv_scale) * w.tv
         l = sum(styles_l + contents_l + [tv_l])
         return contents_l, styles_l, tv_l, l
+
+    def _adaptive_loss(self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, w, formula):
+        def mean(losses):
+            return sum(losses) / len(losses) if losses else 0.0
+
+        content = mean([self.content_loss(Y_hat, Y) for Y_hat, Y in zip(contents_Y_hat, contents_Y)])
+        style = mean([self.style_loss(Y_hat, Y, formula.gram_normalized) for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)])
+        tv = self.tv_loss(X, formula.tv_scale)
+        # The tutorial's weight * adj * loss, adj = 1 / (loss + 1e-10) held constant.
+        l = sum(weight * (1.0 / self.stop_gradient(loss + formula.adaptive_eps)) * loss
+                for weight, loss in ((w.content, content), (w.style, style), (w.tv, tv)))
+        return [content], [style], tv, l
 
     def summed_losses(self, X, contents_Y_hat, styles_Y_hat, state) -> LossParts:
         """compute_loss against a training state's targets, each kind summed over its layers."""
         contents_l, styles_l, tv_l, l = self.compute_loss(
-            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.run.loss_weights
+            X, contents_Y_hat, styles_Y_hat, state.contents_Y, state.styles_Y_gram, state.run.loss_weights,
+            state.run.formula,
         )
         return LossParts(sum(contents_l), sum(styles_l), tv_l, l)
+
+    def evaluations(self, state) -> int | None:
+        """Loss evaluations (closure calls) so far where a step makes several (L-BFGS), else None."""
+        return None
 
     def scalar(self, t) -> float:
         return float(np.asarray(self.to_numpy(t)))
@@ -205,7 +267,8 @@ class BackendBase:
             check_finite(history, epoch)
             epoch += num_steps
             if callback is not None:
-                callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history))
+                callback(StepReport(epoch, config.num_epochs, config.lr_at(epoch - 1), history[-1], history,
+                                    self.evaluations(state) or epoch))
         return self.current_image(state), history
 
 
@@ -217,5 +280,5 @@ def check_finite(history: Sequence[LossParts], checked: int) -> None:
 
 
 @lru_cache(maxsize=32)
-def _plan(content_layers, style_layers, taps) -> FeaturePlan:
-    return feature_plan(content_layers, style_layers, taps)
+def _plan(content_layers, style_layers, taps, space) -> FeaturePlan:
+    return feature_plan(content_layers, style_layers, taps, space)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,22 +136,52 @@ def resize(img: Image.Image, image_shape: tuple[int, int]) -> Image.Image:
     return img.resize((width, height), Image.Resampling.BILINEAR)
 
 
-def preprocess_array(img: Image.Image | np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """d2l's ``preprocess`` in NumPy: resize, scale to [0, 1], normalize; 1x3xHxW float32."""
-    rgb = np.asarray(resize(to_rgb(img), image_shape), dtype=np.float32) / 255.0
-    normalized = (rgb - RGB_MEAN) / RGB_STD
-    return np.ascontiguousarray(normalized.transpose(2, 0, 1)[None], dtype=np.float32)
+@dataclass(frozen=True)
+class ImageSpace:
+    """The values the synthesized image takes: ``(pixels / 255 * top - mean) / std`` per RGB channel.
+
+    d2l optimizes normalized RGB, the PyTorch tutorial RGB in [0, 1], the TF1 tutorial RGB in
+    0..255; a recipe names its space (common/recipes.py) and each weight set's input convention
+    maps it to the network's input inside feature extraction.
+    """
+
+    name: str
+    top: float  # the value of a white pixel before mean and std
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def from_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 pixels in 0..255 (float32) into this space."""
+        return (rgb / np.float32(255.0 / self.top) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+
+    def to_unit(self, X: np.ndarray) -> np.ndarray:
+        """HxWx3 values of this space as RGB in [0, 1] (unclipped), in X's dtype."""
+        return (X * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)) / np.float32(self.top)
 
 
-def postprocess_array(X: np.ndarray) -> Image.Image:
+# d2l: normalized by torchvision's ImageNet statistics, what d2l's preprocess makes.
+D2L_NORMALIZED = ImageSpace("d2l-normalized", 1.0, tuple(map(float, RGB_MEAN)), tuple(map(float, RGB_STD)))
+UNIT_RGB = ImageSpace("unit-rgb", 1.0)  # the PyTorch tutorial's [0, 1]
+BYTE_RGB = ImageSpace("byte-rgb", 255.0)  # the TF1 tutorial's 0..255
+IMAGE_SPACES = {space.name: space for space in (D2L_NORMALIZED, UNIT_RGB, BYTE_RGB)}
+
+
+def preprocess_array(img: Image.Image | np.ndarray, image_shape: tuple[int, int],
+                     space: ImageSpace = D2L_NORMALIZED) -> np.ndarray:
+    """d2l's ``preprocess`` in NumPy: resize, scale to [0, 1], normalize (or another ``space``); 1x3xHxW float32."""
+    rgb = np.asarray(resize(to_rgb(img), image_shape), dtype=np.float32)
+    return np.ascontiguousarray(space.from_pixels(rgb).transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def postprocess_array(X: np.ndarray, space: ImageSpace = D2L_NORMALIZED) -> Image.Image:
     """d2l's ``postprocess``: undo the normalization, clip to [0, 1], to an RGB PIL image."""
     X = np.asarray(X, dtype=np.float32)
     if not np.isfinite(X).all():  # NaN would become black pixels, silently
         raise DivergedError(None, "the image")
-    return Image.fromarray(np.round(postprocess_float(X)).astype(np.uint8), "RGB")
+    return Image.fromarray(np.round(postprocess_float(X, space)).astype(np.uint8), "RGB")
 
 
-def postprocess_float(X: np.ndarray) -> np.ndarray:
+def postprocess_float(X: np.ndarray, space: ImageSpace = D2L_NORMALIZED) -> np.ndarray:
     """``postprocess_array`` before rounding to 8 bits: HxWx3 in [0, 255], in X's dtype.
 
     Two images closer than half a grey level round to the same PNG, so
@@ -159,4 +190,4 @@ def postprocess_float(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X)
     if X.ndim == 4:
         X = X[0]
-    return np.clip(X.transpose(1, 2, 0) * RGB_STD + RGB_MEAN, 0.0, 1.0) * 255.0
+    return np.clip(space.to_unit(X.transpose(1, 2, 0)), 0.0, 1.0) * 255.0

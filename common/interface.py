@@ -54,6 +54,7 @@ class StepReport:
     lr: float  # the learning rate the last step used
     losses: LossParts  # floats
     history: Sequence[LossParts]  # every finished step so far
+    evaluations: int = 0  # loss evaluations so far: the steps, or L-BFGS' closure calls
 
 
 Callback = Callable[[StepReport], None]
@@ -87,13 +88,18 @@ class Backend(Protocol):
         taps: str = DEFAULT_TAPS,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """The outputs at the layers, read as ``taps`` says (common/vgg.py)."""
-    def gram(self, X: Tensor) -> Tensor: ...
+    def gram(self, X: Tensor, normalized: bool = True) -> Tensor:
+        """F Fᵀ over positions, divided by c·h·w unless ``normalized`` is False (the TF1 tutorial)."""
     def content_loss(self, Y_hat: Tensor, Y: Tensor) -> Tensor: ...
-    def style_loss(self, Y_hat: Tensor, gram_Y: Tensor) -> Tensor: ...
-    def tv_loss(self, Y_hat: Tensor) -> Tensor: ...
+    def style_loss(self, Y_hat: Tensor, gram_Y: Tensor, normalized: bool = True) -> Tensor: ...
+    def tv_loss(self, Y_hat: Tensor, scale: float = 0.5) -> Tensor:
+        """scale * (mean |Δy| + mean |Δx|): d2l's 0.5, the TF1 tutorial's denoise loss 1."""
+    def stop_gradient(self, t: Tensor) -> Tensor:
+        """``t`` as a constant for differentiation (the TF1 recipe's adaptive factors)."""
     def compute_loss(
-        self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights
-    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]: ...
+        self, X, contents_Y_hat, styles_Y_hat, contents_Y, styles_Y_gram, loss_weights: LossWeights, formula=...
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
+        """The recipe's ``formula`` (common/recipes.py; d2l's by default) over the features."""
 
     # Training.
     def init_state(self, X: Tensor, contents_Y, styles_Y, config: StyleTransferConfig) -> State: ...
@@ -103,7 +109,10 @@ class Backend(Protocol):
         """``num_steps`` steps; their losses on the device (a multi-step program's stacked in one LossParts)."""
     def losses_to_floats(self, pending: Sequence[LossParts]) -> list[LossParts]:
         """``train_steps``' losses as floats, one ``LossParts`` per step; waits for the device."""
-    def current_image(self, state: State) -> Tensor: ...
+    def current_image(self, state: State) -> Tensor:
+        """The synthesized image, clamped to the recipe's bounds where it has them."""
+    def evaluations(self, state: State) -> int | None:
+        """Closure calls so far for L-BFGS; None where each step is one evaluation."""
     def loss_and_grad(self, state: State) -> tuple[LossParts, Tensor]:
         """The losses at the current image and the total loss's gradient there; no update."""
     def train(

@@ -134,12 +134,14 @@ class FeaturePlan:
     layers: tuple[Layer, ...]  # features[0 .. deepest tap]
     content: tuple[str, ...]
     style: tuple[str, ...]
+    space: str = "d2l-normalized"  # the space of the image fed in (common/images.py): it sets the input transform
 
 
 def feature_plan(
     content_layers: Sequence[int | str],
     style_layers: Sequence[int | str],
     reading: str = "torch-inplace",
+    space: str = "d2l-normalized",
 ) -> FeaturePlan:
     """Resolve d2l's indices (or names) into a plan every backend follows."""
     indices = [
@@ -151,4 +153,4 @@ def feature_plan(
     content = tap_names(content_layers, deepest, reading)
     style = tap_names(style_layers, deepest, reading)
     last = max(LAYER_BY_NAME[name].index for name in (*content, *style))
-    return FeaturePlan(VGG19_LAYERS[: last + 1], content, style)
+    return FeaturePlan(VGG19_LAYERS[: last + 1], content, style, space)

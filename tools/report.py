@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common import atomic, machine
-from common.images import postprocess_float
+from common.images import D2L_NORMALIZED, ImageSpace, postprocess_float
 from tools import strict_json
 from tools.cli import printable
 from tools.jobs import LOSS_PARTS, OK, Result
@@ -35,14 +35,14 @@ def finished(results: list[Result]) -> list[Result]:
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in (r.final_losses or {}).values())]
 
 
-def image_agreement(out_dir: Path, results: list[Result]) -> list[dict]:
+def image_agreement(out_dir: Path, results: list[Result], space: ImageSpace = D2L_NORMALIZED) -> list[dict]:
     """Max absolute pixel difference and PSNR between each pair of finished backends, and PSNR of
-    the float images (before rounding to 8 bits) where both were saved.
+    the float images (before rounding to 8 bits, in the recipe's image ``space``) where both were saved.
 
     Identical images have an infinite PSNR, which JSON cannot hold: ``psnr_db`` is then None and ``identical`` True.
     """
     pixels = {r.backend: rgb_pixels(out_dir / r.image) for r in finished(results)}
-    floats = {name: postprocess_float(np.load(out_dir / f"{name}.npy")) for name in pixels
+    floats = {name: postprocess_float(np.load(out_dir / f"{name}.npy"), space) for name in pixels
               if (out_dir / f"{name}.npy").exists()}
     rows = []
     for a, b in itertools.combinations(pixels, 2):
@@ -64,21 +64,30 @@ def _mib(n) -> str:
     return "-" if n is None else f"{n / 2**20:.0f}"
 
 
+def _several_per_step(r: Result) -> bool:
+    return r.ok and r.evaluations is not None and r.history is not None and r.evaluations != len(r.history)
+
+
 def summary_table(results: list[Result]) -> str:
+    """One row per backend; closure calls and the time per call where a step makes several (L-BFGS)."""
+    calls = any(map(_several_per_step, results))
+    extra_head, extra_rule = (" closure calls | ms/call |", "---:|---:|") if calls else ("", "")
     header = (
-        "| backend | status | setup s | first step s | ms/step (median) | p10-p90 ms | total s | "
+        f"| backend | status | setup s | first step s | ms/step (median) | p10-p90 ms | total s |{extra_head} "
         "host MiB | device MiB | content | style | tv |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"|---|---|---:|---:|---:|---:|---:|{extra_rule}---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for r in results:
         if not r.ok:
-            rows.append(f"| {r.backend} | {r.status}: {r.error or ''} |" + " |" * 10)
+            rows.append(f"| {r.backend} | {r.status}: {r.error or ''} |" + " |" * (12 if calls else 10))
             continue
         f = r.final_losses
+        per_call = f" {r.evaluations} | {_ms(r.total_s / r.evaluations)} |" if calls and r.evaluations else (
+            " - | - |" if calls else "")
         rows.append(
             f"| {r.backend} | ok | {r.setup_s:.1f} | {r.first_step_s:.2f} | {_ms(r.step_s_median)} | "
-            f"{_ms(r.step_s_p10)}-{_ms(r.step_s_p90)} | {r.total_s:.1f} | {_mib(r.peak_host_bytes)} | "
+            f"{_ms(r.step_s_p10)}-{_ms(r.step_s_p90)} | {r.total_s:.1f} |{per_call} {_mib(r.peak_host_bytes)} | "
             f"{_mib(r.peak_device_bytes)} | {f['content']:.4g} | {f['style']:.4g} | {f['tv']:.4g} |"
         )
     return header + "\n".join(rows) + "\n"
@@ -185,7 +194,7 @@ def loss_plot(out_path: Path, results: list[Result]) -> None:
             history = np.asarray(r.history)
             ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r.backend, lw=1.2)
         ax.set_title(f"{part} loss")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend()
@@ -195,11 +204,18 @@ def loss_plot(out_path: Path, results: list[Result]) -> None:
     plt.close(fig)
 
 
+def _space(summary: dict) -> ImageSpace:
+    """The image space of the run's recipe (results.json before recipes: d2l's)."""
+    from common import recipes
+
+    return recipes.get(summary.get("config", {}).get("recipe", "d2l")).space
+
+
 def write_report(out: Path, summary: dict, results: list[Result], content_img, style_img) -> None:
     """results.json (``summary`` with the rows), summary.md, side_by_side.png and, once a backend finished,
     losses.png; each written whole."""
     summary["backends"] = [r.to_dict() for r in results]
-    summary["agreement"] = image_agreement(out, results)
+    summary["agreement"] = image_agreement(out, results, _space(summary))
     atomic.write_text(out / "results.json", strict_json.dumps(summary, indent=1))
     text = (
         f"# Style transfer comparison\n\n{summary['description']}\n\n"

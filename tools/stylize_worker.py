@@ -49,7 +49,7 @@ def run(job: Job, started: float) -> Result:
         weights = random_weights(job.seed)
     backend = backends.get_backend(job.backend, weights=weights, device=job.device, precision=job.precision)
     # The command line's loss weights over the config's, or over the weight set's own: one place.
-    loss_weights = dataclasses.replace(job.config.resolved_loss_weights(backend.weights.loss_weights),
+    loss_weights = dataclasses.replace(job.config.resolved_loss_weights(backend.weights),
                                        **job.loss_weight_overrides).validate()
     config = job.config.replace(loss_weights=loss_weights)
     backend.synchronize()
@@ -65,7 +65,7 @@ def run(job: Job, started: float) -> Result:
         runs.append(timer.finish())
 
     out = Path(job.out_dir)
-    postprocess_array(X).save(out / f"{job.backend}.png")
+    postprocess_array(X, config.recipe_data.space).save(out / f"{job.backend}.png")
     np.save(out / f"{job.backend}.npy", X)  # the float image: agreement beyond 8 bits (report.image_agreement)
     steady = [s for r in runs for s in r.step_s[job.warmup:]] or [s for r in runs for s in r.step_s]
     return Result(
@@ -76,6 +76,9 @@ def run(job: Job, started: float) -> Result:
         precision=backend.precision,
         weights=backend.weights.name,
         taps=config.taps,
+        recipe=config.recipe,
+        optimizer=_optimizer_name(backend.name, config),
+        evaluations=runs[0].evaluations,
         loss_weights=dataclasses.asdict(loss_weights),
         versions=framework_versions(backend),
         setup_s=setup_s,
@@ -93,11 +96,26 @@ def run(job: Job, started: float) -> Result:
     )
 
 
+def _optimizer_name(backend_name: str, config) -> str:
+    """What optimized the image, in the framework's words."""
+    recipe = config.recipe_data
+    if recipe.optimizer == "lbfgs" and config.optimizer == "native":
+        import backends
+
+        return backends.REGISTRY[backend_name].native_lbfgs or "none"
+    if recipe.optimizer == "lbfgs":
+        return "torch.optim.LBFGS's algorithm" + (" (torch.optim.LBFGS)" if backend_name == "torch" else "")
+    if recipe.optimizer == "adam":
+        return f"{config.adam} Adam"
+    return recipe.optimizer
+
+
 @dataclasses.dataclass(frozen=True)
 class RunTimes:
     step_s: list[float]
     first_step_s: float  # includes compilation
     total_s: float
+    evaluations: int  # loss evaluations: the steps, or L-BFGS' closure calls
 
 
 class StepTimer:
@@ -111,6 +129,7 @@ class StepTimer:
 
     def __init__(self, num_epochs: int, run: tuple[int, int] = (0, 1)):
         self.num_epochs, self.run = num_epochs, run
+        self.evaluations = 0
         self.step_s: list[float] = []
         self.first_step_s = float("nan")
         self.start = self.last = self.last_message = time.perf_counter()
@@ -123,13 +142,14 @@ class StepTimer:
         if report.epoch == steps:
             self.first_step_s = now - self.start
         self.last = now
+        self.evaluations = report.evaluations
         if now - self.last_message >= self.MESSAGE_EVERY_S or report.epoch in (1, self.num_epochs):
             self.last_message = now
             worker.send("progress", step=report.epoch, num_epochs=self.num_epochs,
                         losses=report.losses._asdict(), lr=report.lr, run=list(self.run))
 
     def finish(self) -> RunTimes:
-        return RunTimes(self.step_s, self.first_step_s, time.perf_counter() - self.start)
+        return RunTimes(self.step_s, self.first_step_s, time.perf_counter() - self.start, self.evaluations)
 
 
 def main(job_path: Path) -> dict:
