@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
+from backends import jax_lbfgs
 from common import devices, keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase, RunPlan
@@ -192,10 +193,11 @@ class JaxState:
     """Arrays are pytree leaves; the rest is static and keys the compiled step."""
 
     X: jax.Array  # the synthesized image (NHWC): the only thing trained
-    opt_state: optax.OptState
+    opt_state: optax.OptState  # optax's, or jax_lbfgs.LBFGSState for torch's L-BFGS
     contents_Y: list
     styles_Y_gram: list
-    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    evaluations: jax.Array  # loss evaluations (closure calls) so far
+    tx: optax.GradientTransformation | None = struct.field(pytree_node=False)  # None: jax_lbfgs
     run: RunPlan = struct.field(pytree_node=False)  # the config's recipe, layers, taps and loss weights
 
 
@@ -292,6 +294,9 @@ class JaxBackend(BackendBase):
         # once per shape and static settings. The VGG weights are an argument (not closed over), so they
         # are not baked into each program.
         self._features = jax.jit(self._features, static_argnames="plan")
+        # optax.lbfgs' state passes some of its input buffers through to two outputs: donated, the next
+        # step would donate one buffer twice. Its steps keep their input state instead.
+        self._step_keeping_state = jax.jit(self._step)
         self._step = jax.jit(self._step, donate_argnames="state")
         self._steps = jax.jit(self._steps, static_argnames="num_steps", donate_argnames="state")
         self._value_and_grad = jax.jit(self._value_and_grad)
@@ -403,7 +408,9 @@ class JaxBackend(BackendBase):
     def init_state(self, X, contents_Y, styles_Y, config) -> JaxState:
         run = self.run_plan(config)
         recipe = run.recipe
-        if recipe.optimizer == "normalized-step":
+        if recipe.optimizer == "lbfgs":
+            tx = optax.lbfgs() if run.optimizer == "native" else None  # None: jax_lbfgs, torch's algorithm
+        elif recipe.optimizer == "normalized-step":
             tx = normalized_step(recipe.step_size)
         else:
             adam = reference_adam_with_step_lr if config.adam == "reference" else adam_with_step_lr
@@ -413,8 +420,12 @@ class JaxBackend(BackendBase):
         styles_Y_gram = [self.gram(Y, run.formula.gram_normalized) for Y in styles_Y]
         # tx.init's step counts would be uncommitted, default-device arrays: put them on ours
         # (else the second step compiles again, and on a GPU machine device="cpu" would split).
-        opt_state = jax.device_put(tx.init(X), self.jax_device)
-        return JaxState(X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, tx, run)
+        # The image lives in JaxState.X alone (the state is donated: one buffer, one owner), so L-BFGS' x is None.
+        opt_state = jax_lbfgs.init(X, recipe.lbfgs)._replace(x=None) if tx is None else tx.init(X)
+        opt_state = jax.device_put(opt_state, self.jax_device)
+        evaluations = jax.device_put(jnp.zeros((), jnp.int32), self.jax_device)
+        return JaxState(X, opt_state, [jnp.array(Y, copy=True) for Y in contents_Y], styles_Y_gram, evaluations,
+                        tx, run)
 
     def _loss(self, params, state: JaxState, X) -> LossParts:
         contents_Y_hat, styles_Y_hat = self._features(params, X, plan=state.run.features)
@@ -431,12 +442,38 @@ class JaxBackend(BackendBase):
         return losses, grad
 
     def _step(self, params, state: JaxState) -> tuple[JaxState, LossParts]:
+        if state.run.recipe.optimizer == "lbfgs":
+            return self._lbfgs_step(params, state)
         losses, grad = self._value_and_grad(params, state)
         updates, opt_state = state.tx.update(grad, state.opt_state)
         X = optax.apply_updates(state.X, updates)
         if state.run.recipe.optimizer == "normalized-step":  # the TF1 tutorial clips after each step
             X = optax.projections.projection_box(X, *state.run.recipe.clamp)
-        return state.replace(X=X, opt_state=opt_state), losses
+        return state.replace(X=X, opt_state=opt_state, evaluations=state.evaluations + 1), losses
+
+    def _lbfgs_step(self, params, state: JaxState) -> tuple[JaxState, LossParts]:
+        """One ``optimizer.step(closure)`` of the PyTorch tutorial (up to 20 closure calls): torch's
+        algorithm (jax_lbfgs), or optax's stock L-BFGS for as many iterations; the first evaluation's losses."""
+        recipe = state.run.recipe
+
+        def total(X):
+            losses = self._loss(params, state, X)
+            return losses.total, losses
+
+        if state.tx is None:
+            def evaluate(X):  # the tutorial's closure: clamp, then the loss and its gradient there
+                X = jnp.clip(X, *recipe.clamp)
+                (_, losses), grad = jax.value_and_grad(total, has_aux=True)(X)
+                return X, losses, grad
+
+            opt_state, losses = jax_lbfgs.step(state.opt_state._replace(x=state.X), evaluate, recipe.lbfgs)
+            calls = opt_state.func_evals - state.opt_state.func_evals
+            return state.replace(X=opt_state.x, opt_state=opt_state._replace(x=None),
+                                 evaluations=state.evaluations + calls), losses
+        losses = self._loss(params, state, jnp.clip(state.X, *recipe.clamp))  # for the record; not counted
+        run = jax_lbfgs.optax_lbfgs(state.X, lambda X: total(X)[0], recipe.lbfgs.max_iter, recipe.clamp, state.tx,
+                                    state.opt_state)
+        return state.replace(X=run.x, opt_state=run.opt_state, evaluations=state.evaluations + run.evaluations), losses
 
     def _steps(self, params, state: JaxState, num_steps: int) -> tuple[JaxState, LossParts]:
         """``num_steps`` steps in one program, unrolled; the losses stacked along a new first axis."""
@@ -445,11 +482,15 @@ class JaxBackend(BackendBase):
     @x64_as_needed
     def train_step(self, state: JaxState):
         """One compiled step; ``state`` is donated: use only the returned one afterwards."""
-        return self._step(self.params, state)
+        step = self._step_keeping_state if state.run.optimizer == "native" else self._step
+        return step(self.params, state)
 
     @x64_as_needed
     def loss_and_grad(self, state: JaxState):
         return self._value_and_grad(self.params, state)
+
+    def evaluations(self, state: JaxState) -> int:
+        return int(state.evaluations)
 
     def current_image(self, state: JaxState):
         clamp = state.run.recipe.clamp
@@ -462,7 +503,7 @@ class JaxBackend(BackendBase):
         """Whole groups of ``steps_per_dispatch`` steps as one compiled, unrolled program each (one
         ``LossParts``, stacked, per group); the rest step by step, so one multi-step program is ever compiled.
         """
-        if self.steps_per_dispatch == 1:
+        if self.steps_per_dispatch == 1 or state.run.recipe.optimizer == "lbfgs":  # an L-BFGS step is long already
             return super().train_steps(state, num_steps)
         groups, rest = divmod(num_steps, self.steps_per_dispatch)
         losses = []

@@ -68,11 +68,18 @@ def init(x: jax.Array, settings: LBFGSSettings = LBFGSSettings()) -> LBFGSState:
     """The state before the first ``step``: no history, nothing evaluated."""
     x = jnp.asarray(x)
     n, m, dtype = x.size, settings.history_size, x.dtype
-    zero, int0 = jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
-    return LBFGSState(x=x, n_iter=int0, func_evals=int0, d=jnp.zeros(n, dtype), t=zero,
+
+    # A new array per field, never one shared: a caller may donate the state, and a buffer can be donated once.
+    def zero():
+        return jnp.zeros((), dtype)
+
+    def int0():
+        return jnp.zeros((), jnp.int32)
+
+    return LBFGSState(x=x, n_iter=int0(), func_evals=int0(), d=jnp.zeros(n, dtype), t=zero(),
                       old_dirs=jnp.zeros((m, n), dtype), old_stps=jnp.zeros((m, n), dtype), ro=jnp.zeros(m, dtype),
-                      num_pairs=int0, start=int0, H_diag=jnp.ones((), dtype), prev_flat_grad=jnp.zeros(n, dtype),
-                      prev_loss=zero)
+                      num_pairs=int0(), start=int0(), H_diag=jnp.ones((), dtype), prev_flat_grad=jnp.zeros(n, dtype),
+                      prev_loss=zero())
 
 
 def two_loop_direction(g, old_dirs, old_stps, ro, num_pairs, start, H_diag):
@@ -175,16 +182,18 @@ class OptaxLBFGSRun(NamedTuple):
     x: jax.Array
     losses: jax.Array  # [num_iterations] the loss at each iteration's (clamped) start
     evaluations: jax.Array  # value_and_grad calls made, line search included (int32)
+    opt_state: optax.OptState  # to go on from, in a later call
 
 
 def optax_lbfgs(x0: jax.Array, value_fn: Callable[[jax.Array], jax.Array], num_iterations: int,
                 clamp: tuple[float, float] | None = (0.0, 1.0),
-                optimizer: optax.GradientTransformationExtraArgs | None = None) -> OptaxLBFGSRun:
+                optimizer: optax.GradientTransformationExtraArgs | None = None,
+                opt_state: optax.OptState | None = None) -> OptaxLBFGSRun:
     """``num_iterations`` of stock ``optax.lbfgs()`` (zoom line search) on ``value_fn``, clamping after each update.
 
     The line search evaluates ``value_fn`` at unclamped points: optax has no hook inside it, so
     the clamp can only follow the update. Jit-able with ``value_fn``, ``num_iterations``,
-    ``clamp`` and ``optimizer`` static.
+    ``clamp`` and ``optimizer`` static. ``opt_state``: a previous run's, to go on with its history.
 
     ``optax.value_and_grad_from_state`` reuses the value and gradient the line search computed
     at its accepted point; where the clamp moved that point they are stale, so the cached value
@@ -209,6 +218,6 @@ def optax_lbfgs(x0: jax.Array, value_fn: Callable[[jax.Array], jax.Array], num_i
             x_new = clamped
         return (x_new, opt_state, evaluations), value
 
-    carry = (x0, optimizer.init(x0), jnp.zeros((), jnp.int32))
-    (x, _, evaluations), losses = jax.lax.scan(iteration, carry, length=num_iterations)
-    return OptaxLBFGSRun(x, losses, evaluations)
+    carry = (x0, optimizer.init(x0) if opt_state is None else opt_state, jnp.zeros((), jnp.int32))
+    (x, opt_state, evaluations), losses = jax.lax.scan(iteration, carry, length=num_iterations)
+    return OptaxLBFGSRun(x, losses, evaluations, opt_state)

@@ -186,6 +186,8 @@ class BackendBase:
         # d2l: sum(10 * styles_l + ...) repeats the list; style weight 1e4 says the same once.
         styles_l = [self.style_loss(Y_hat, Y, formula.gram_normalized) * w.style
                     for Y_hat, Y in zip(styles_Y_hat, styles_Y_gram)]
+        if formula.layer_mean:
+            contents_l, styles_l = ([sum(l) / len(l)] if l else [] for l in (contents_l, styles_l))
         tv_l = self.tv_loss(X, formula.tv_scale) * w.tv
         l = sum(styles_l + contents_l + [tv_l])
         return contents_l, styles_l, tv_l, l
