@@ -492,6 +492,7 @@ class JaxBackend(BackendBase):
     def evaluations(self, state: JaxState) -> int:
         return int(state.evaluations)
 
+    @x64_as_needed
     def current_image(self, state: JaxState):
         clamp = state.run.recipe.clamp
         return jnp.clip(state.X, *clamp) if clamp else state.X  # the PyTorch tutorial clamps once more at the end
