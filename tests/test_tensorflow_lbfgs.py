@@ -50,7 +50,7 @@ def tf_loss(lo: float, hi: float, dtype):
     A, c = (tf.constant(a, dtype) for a in draws(lo, hi))
 
     def loss(X):
-        r = tf.linalg.matvec(A, X - c)
+        r = tf.linalg.matvec(A, tf.reshape(X, [-1]) - c)
         return tf.reduce_sum(r * r) + 0.1 * tf.reduce_sum(X**4)
 
     return loss
@@ -69,7 +69,7 @@ class Recorder:
     def __call__(self, X, loss):
         import tensorflow as tf
 
-        self.xs.scatter_nd_update([[self.count]], [X])
+        self.xs.scatter_nd_update([[self.count]], [tf.reshape(X, [-1])])
         self.losses.scatter_nd_update([[self.count]], [tf.cast(loss, tf.float64)])
         self.count.assign_add(1)
 
@@ -93,12 +93,12 @@ def tape_evaluate(loss, record: Recorder):
     return evaluate
 
 
-def run_tf(LBFGS, lo, hi, dtype, settings=lbfgs.LBFGSSettings(), steps=3):
+def run_tf(LBFGS, lo, hi, dtype, settings=lbfgs.LBFGSSettings(), steps=3, shape=(N,)):
     """``steps`` calls of one traced step: the evaluations, the optimizer, each step's result, the traces."""
     import tensorflow as tf
 
     record = Recorder(dtype)
-    optimizer = LBFGS(tf.Variable(tf.constant(problem(lo, hi)[1], dtype)), settings)
+    optimizer = LBFGS(tf.Variable(tf.constant(problem(lo, hi)[1].reshape(shape), dtype)), settings)
     step = tf.function(lambda: optimizer.step(tape_evaluate(tf_loss(lo, hi, dtype), record)))
     returned = [float(step()[-1]) for _ in range(steps)]
     return record.calls(), optimizer, returned, step.experimental_get_tracing_count()
@@ -155,6 +155,34 @@ def test_history_wraps_around_as_the_oracle(LBFGS):
     # 5th on), then lr 1 amplifies rounding as in test_lbfgs_reference.py: 3.6e-9 by the 60th.
     for i, ((xa, _), (xb, _)) in enumerate(zip(ours, theirs)):
         np.testing.assert_allclose(xb, xa, rtol=0, atol=1e-12 if i < 20 else 1e-7)
+
+
+def test_an_image_shaped_variable_steps_as_its_flat_vector(LBFGS):
+    import tensorflow as tf
+
+    lo, hi, _ = PROBLEMS["clamped"]
+    flat, *_ = run_tf(LBFGS, lo, hi, tf.float64)
+    image, optimizer, *_ = run_tf(LBFGS, lo, hi, tf.float64, shape=(1, 10, 20, 1))
+    assert optimizer.variable.shape == (1, 10, 20, 1)
+    for (xa, la), (xb, lb) in zip(flat, image, strict=True):
+        np.testing.assert_array_equal(xb, xa)
+        assert lb == la
+
+
+def test_step_outside_a_tf_function_is_the_same(LBFGS):
+    """The loops are autograph's even when the caller's code is not: eagerly, or from a lambda autograph cannot read."""
+    import tensorflow as tf
+
+    lo, hi, _ = PROBLEMS["clamped"]
+    traced, *_ = run_tf(LBFGS, lo, hi, tf.float64)
+    record = Recorder(tf.float64)
+    optimizer = LBFGS(tf.Variable(problem(lo, hi)[1]))
+    evaluate = tape_evaluate(tf_loss(lo, hi, tf.float64), record)
+    eager, twice = (lambda: optimizer.step(evaluate)), tf.function(lambda: optimizer.step(evaluate))
+    eager(), twice(), eager()
+    for (xa, la), (xb, lb) in zip(traced, record.calls(), strict=True):
+        np.testing.assert_array_equal(xb, xa)
+        assert lb == la
 
 
 # torch.optim.LBFGS in float32 with the tutorial's clamp, in its own process (see the module's docstring).
