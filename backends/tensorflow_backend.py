@@ -30,10 +30,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import backends  # noqa: E402
+from backends.tensorflow_lbfgs import LBFGS  # noqa: E402
 from common import devices, keras_weights  # noqa: E402
 from common import weights as weight_sets  # noqa: E402
 from common.backend import BackendBase, RunPlan  # noqa: E402
-from common.errors import BackendUnavailable, WeightsUnavailable  # noqa: E402
+from common.errors import BackendUnavailable, UserError, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS  # noqa: E402
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name  # noqa: E402
@@ -51,7 +53,8 @@ JIT_COMPILE = False
 @dataclass
 class TensorFlowState:
     gen_img: tf.Variable  # d2l's SynthesizedImage: the image itself is the only trained variable
-    trainer: keras.optimizers.Optimizer  # Adam (its schedule d2l's StepLR), or the TF1 tutorial's NormalizedStep
+    # Adam (its schedule d2l's StepLR), the TF1 tutorial's NormalizedStep, or torch's L-BFGS (tensorflow_lbfgs)
+    trainer: keras.optimizers.Optimizer | LBFGS
     contents_Y: list
     styles_Y_gram: list
     run: RunPlan  # the config's recipe, layers, taps and loss weights
@@ -206,7 +209,11 @@ class TensorFlowBackend(BackendBase):
         recipe = run.recipe
         with tf.device(self.device):
             gen_img = tf.Variable(tf.cast(X, self.dtype), name="gen_img")
-            if recipe.optimizer == "normalized-step":
+            if recipe.optimizer == "lbfgs":
+                if run.optimizer == "native":
+                    raise UserError(f"optimizer native: {backends.REGISTRY[self.name].no_native_lbfgs}")
+                trainer = LBFGS(gen_img, recipe.lbfgs)
+            elif recipe.optimizer == "normalized-step":
                 trainer = NormalizedStep(recipe.step_size, recipe.clamp)
             elif config.adam == "reference":
                 lr = StepLR(config.lr, config.lr_decay_epoch, config.lr_decay, dtype=self.dtype)
@@ -217,7 +224,8 @@ class TensorFlowBackend(BackendBase):
                 # Its schedule computes the lr in float32 (Keras' floatx), whatever the image's dtype.
                 lr = step_lr(config.lr, config.lr_decay_epoch, config.lr_decay)
                 trainer = keras.optimizers.Adam(learning_rate=lr, epsilon=config.adam_eps)
-            trainer.build([gen_img])  # Adam's moments, created now rather than inside tf.function
+            if isinstance(trainer, keras.optimizers.Optimizer):
+                trainer.build([gen_img])  # Adam's moments, created now rather than inside tf.function
             styles_Y_gram = [self.gram(Y, run.formula.gram_normalized) for Y in styles_Y]
         state = TensorFlowState(gen_img, trainer, list(contents_Y), styles_Y_gram, run)
 
@@ -228,6 +236,15 @@ class TensorFlowBackend(BackendBase):
             state.trainer.apply_gradients([(grad, state.gen_img)])
             return losses
 
+        def evaluate(X):  # the PyTorch tutorial's closure: clamp, then the loss and its gradient there
+            X = tf.clip_by_value(X, *recipe.clamp)
+            with tf.GradientTape() as tape:
+                tape.watch(X)
+                losses = self._loss(state, X)
+            return X, losses, tape.gradient(losses.total, X)
+
+        if isinstance(trainer, LBFGS):
+            step = lambda: state.trainer.step(evaluate)  # noqa: E731  one optimizer.step(closure)
         state.step = tf.function(step, jit_compile=self.jit_compile)
         return state
 
@@ -244,6 +261,9 @@ class TensorFlowBackend(BackendBase):
         with tf.device(self.device), tf.GradientTape() as tape:
             losses = self._loss(state, state.gen_img)
         return losses, tape.gradient(losses.total, state.gen_img)
+
+    def evaluations(self, state: TensorFlowState) -> int | None:
+        return int(state.trainer.evaluations.numpy()) if isinstance(state.trainer, LBFGS) else None
 
     def current_image(self, state: TensorFlowState):
         X = state.gen_img.read_value()
