@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "docs"))
 
 import chapter_content as content  # noqa: E402  (stdlib only, like chapter_model and common)
 from chapter_model import (  # noqa: E402
-    BACKEND_CLASSES, BASE_CLASS, FILES, TAB_LABELS, TABS, Code, Figures, Section, Shell, Table, Tabs, Tests,
-    own, shared,
+    BACKEND_CLASSES, BACKEND_FILES, BASE_CLASS, FILES, TAB_LABELS, TABS, Code, Figures, Section, Shell, Table,
+    Tabs, Tests, own, shared,
 )
 from common import atomic  # noqa: E402  (stdlib only: common imports no framework)
 from tools.jobs import Result  # noqa: E402  (the rows of a results.json; imports no NumPy)
@@ -205,7 +205,7 @@ class Sources:
                 raise ChapterError(f"{BACKEND_CLASSES[tab]} overrides {symbol}: show "
                                    f"{tab}:{BACKEND_CLASSES[tab]}.{method} in the {TAB_LABELS[tab]} tab instead")
             return f"shared: inherited from {BASE_CLASS}, the same in every backend"
-        if tab in BACKEND_CLASSES and alias != tab:
+        if tab in BACKEND_CLASSES and alias not in BACKEND_FILES[tab]:
             raise ChapterError(f"{TAB_LABELS[tab]} tab lists {alias}:{symbol}, which is not the backend's own code")
         if tab == "numpy":
             return "NumPy float64 reference"

@@ -223,6 +223,45 @@ one. `compare.py` reports every step, so there it runs one at a time.
 ))
 
 
+RECIPES = Section("recipes", "Two more recipes: the PyTorch tutorial and the TF1 tutorial", (
+    Part(None, """
+d2l's is one of three recipes many people learned style transfer from. PyTorch's tutorial ("Neural
+Transfer Using PyTorch") reads pre-ReLU convolutions, has no TV term, keeps its image in [0, 1] and
+optimizes it with `torch.optim.LBFGS`, clamping the image inside the closure. The TensorFlow 1
+tutorial (Hvass-Labs, #15) divides each loss by its own value and each step by the gradient's
+standard deviation, on an image in 0..255. A recipe is data: its layers, loss formula, weights,
+image space, start and optimizer. `StyleTransferConfig(recipe=...)` takes its defaults from it and
+refuses, in one line, a setting the recipe does not use. The backends share the formulas
+(`compute_loss` above reads the recipe's) and each writes its framework's optimizers.
+""", (Code(("recipes:LossFormula", "recipes:Recipe", "recipes:PYTORCH_TUTORIAL", "recipes:TF1_TUTORIAL")),)),
+    Part("Adaptive losses", """
+The TF1 tutorial multiplies each loss by 1 / (loss + 1e-10), recomputed every step but held constant
+in the gradient, so that every loss pulls with the strength of its weight whatever its scale. Holding
+a value constant is each framework's stop-gradient, the same call the content target uses.
+""", (Code(("base:BackendBase._adaptive_loss",)), each_backend("stop_gradient", numpy=("numpy:adaptive_factors",)))),
+    Part("The normalized step", """
+The update is X − g · 10 / (std(g) + 1e-8), clipped to 0..255: a step whose size does not depend on
+the loss's scale. PyTorch and Keras write it as an optimizer class, optax as a gradient
+transformation followed by a box projection; `std` is the population's in all three (`np.std`'s).
+""", (Tabs(("torch:NormalizedStep",), ("tensorflow:NormalizedStep",), ("jax:normalized_step",),
+           numpy=("numpy:normalized_step",)),)),
+    Part("L-BFGS", """
+`torch.optim.LBFGS` without a line search: each `step(closure)` makes up to 20 iterations, each a
+two-loop recursion over up to 100 stored (s, y) pairs, then a fixed step. The tutorial's closure
+clamps the image to [0, 1] before it evaluates, so the gradient belongs to the clamped image while the
+step the optimizer stores is the unclamped one. TensorFlow's core has no L-BFGS, and optax's differs
+from torch's in four places (the first step's norm, which pairs it keeps, the stored step, no
+stopping tests), so the same algorithm is written in each: TF ops over `tf.Variable`s in one
+`tf.function`, and JAX `lax` loops in one compiled program; both are tested against a NumPy
+version, `common/lbfgs.py`. `evaluations` counts the closure calls: the tutorial's loop,
+`while run[0] <= 300`, checks its counter only between steps, so it makes 16 steps, 320 calls.
+""", (Tabs(own("torch", "_lbfgs_step", "evaluations"),
+           ("tf_lbfgs:LBFGS",) + own("tensorflow", "evaluations"),
+           ("jax_lbfgs:two_loop_direction", "jax_lbfgs:step") + own("jax", "_lbfgs_step", "evaluations"),
+           numpy=("lbfgs:two_loop_direction", "lbfgs:step")),)),
+))
+
+
 # --- results: the text around what a compare.py run measured -----------------------------
 
 TIMING = Part("How the time was measured", """
@@ -404,7 +443,7 @@ REBUILD = Part(None, f"""
 
 
 # d2l's steps, in its order: the chapter's middle and the notebooks' whole.
-STEPS = (READING, PREPROCESSING, FEATURES, LOSSES, SYNTHESIZED, TRAINING)
+STEPS = (READING, PREPROCESSING, FEATURES, LOSSES, SYNTHESIZED, TRAINING, RECIPES)
 
 
 def chapter(results: Section) -> list[Section]:

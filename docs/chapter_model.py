@@ -27,7 +27,13 @@ FILES = {
     "vgg": "common/vgg.py",
     "config": "common/config.py",
     "stylize": "common/stylize.py",
+    "recipes": "common/recipes.py",
+    "lbfgs": "common/lbfgs.py",
+    "tf_lbfgs": "backends/tensorflow_lbfgs.py",
+    "jax_lbfgs": "backends/jax_lbfgs.py",
 }
+# The files whose code a backend's tab may show: its module, and its framework's optimizer modules.
+BACKEND_FILES = {"torch": ("torch",), "tensorflow": ("tensorflow", "tf_lbfgs"), "jax": ("jax", "jax_lbfgs")}
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ print("TV of the content image:", backend.scalar(backend.tv_loss(content_X)), "|
 print("TV of noise:            ", backend.scalar(backend.tv_loss(noise_X)))
 """,
     ("losses", "The loss function"): """
-loss_weights = config.resolved_loss_weights(backend.weights.loss_weights)  # the config's, else the weights' own
+loss_weights = config.resolved_loss_weights(backend.weights)  # the config's, else the recipe's for these weights
 contents_l, styles_l, tv_l, l = backend.compute_loss(noise_X, noise_contents, noise_styles, contents_Y, styles_Y_gram,
                                                      loss_weights)
 print("loss weights of this run (", backend.weights.name, "weights):", loss_weights)

@@ -209,7 +209,7 @@ def float64_gradient(weights):
         contents_Y_hat, styles_Y_hat = taps(X)
         *_, total = net_owner.compute_loss(X, contents_Y_hat, styles_Y_hat, contents_Y,
                                            [net_owner.gram(Y) for Y in styles_Y],
-                                           CONFIG.resolved_loss_weights(net_owner.weights.loss_weights))
+                                           CONFIG.resolved_loss_weights(net_owner.weights))
         (grad,) = torch.autograd.grad(total, X)
         return grad.numpy()
 
