@@ -3,6 +3,7 @@
     python benchmarks/agreement_table.py            # all installed backends, float32 on the CPU
     python benchmarks/agreement_table.py --json runs/agreement.json
     python benchmarks/agreement_table.py --precision float64 --adam stock,reference   # the float64 rows
+    python benchmarks/agreement_table.py --recipes pytorch-tutorial,tf1-tutorial     # the other recipes' rows
 
 Every entry is max |a - b| / max(|a|, |b|) over all elements and cases, with the
 same NumPy inputs fed to each backend. "numpy" is common/reference.py in float64.
@@ -24,7 +25,8 @@ from common import atomic, reference  # noqa: E402
 from tools import agreement, strict_json  # noqa: E402
 from common.images import postprocess_array, postprocess_float  # noqa: E402
 from tools.report import psnr  # noqa: E402
-from common.config import ADAM_FORMULAS, D2L  # noqa: E402
+from common.config import ADAM_FORMULAS, D2L, StyleTransferConfig  # noqa: E402
+from common.recipes import RECIPES  # noqa: E402
 
 TRAIN_EPOCHS = 20
 
@@ -103,6 +105,50 @@ def measure(names: list[str], precision: str = "float32", adams=("stock",)) -> d
     return table
 
 
+def measure_recipes(names: list[str], precision: str, recipe_names: list[str]) -> dict[str, dict[str, float]]:
+    """Each recipe, its whole run on the default pair (bundled weights, the agreement tests' 64x96):
+    the image after the first step and after the last, the loss history, and the PSNR at the end."""
+    from common import images
+    from common.stylize import start_image, targets
+
+    label = "" if precision == "float32" else f", {precision}"
+    made = {name: backends.get_backend(name, weights="bundled", device="cpu", precision=precision) for name in names}
+    content, style = (images.load_image(path) for path in (images.DEFAULT_CONTENT, images.DEFAULT_STYLE))
+    table: dict[str, dict[str, float]] = {}
+    for recipe in recipe_names:
+        config = StyleTransferConfig(recipe=recipe, image_shape=agreement.IMAGE_SHAPE).validate()
+        space = config.recipe_data.space
+        runs = {}
+        for name, b in made.items():
+            content_X, contents_Y, styles_Y = targets(b, content, style, config)
+            state = b.init_state(start_image(b, content_X, config), contents_Y, styles_Y, config)
+            history, first = [], None
+            for _ in range(config.num_epochs):
+                state, losses = b.train_step(state)
+                history.append([b.scalar(v) for v in losses])
+                if first is None:
+                    first = b.to_numpy(b.current_image(state))
+            runs[name] = first, np.array(history), b.to_numpy(b.current_image(state))
+        steps = f"{config.num_epochs} steps"
+        for a, b in itertools.combinations(names, 2):
+            key = f"{a} vs {b}"
+
+            def put(quantity, value):
+                table.setdefault(f"{recipe}: {quantity}{label}", {})[key] = value
+
+            put("image after 1 step", agreement.difference(runs[a][0], runs[b][0]).rel)
+            put(f"loss history, {steps}", max(agreement.difference(runs[a][1][:, k], runs[b][1][:, k]).rel
+                                             for k in range(runs[a][1].shape[1])))
+            put(f"image after {steps}", agreement.difference(runs[a][2], runs[b][2]).rel)
+            if precision == "float64":
+                put(f"PSNR after {steps}, float images, dB (higher is closer)",
+                    psnr(*(postprocess_float(runs[n][2], space) for n in (a, b))))
+            else:
+                put(f"PSNR after {steps}, dB (higher is closer)",
+                    psnr(*(np.asarray(postprocess_array(runs[n][2], space)) for n in (a, b))))
+    return table
+
+
 def markdown(table: dict[str, dict[str, float]]) -> str:
     pairs = sorted({pair for row in table.values() for pair in row}, key=lambda p: (not p.startswith("numpy"), p))
     lines = ["| quantity | " + " | ".join(pairs) + " |", "|---|" + "---:|" * len(pairs)]
@@ -118,13 +164,21 @@ def main() -> int:
     parser.add_argument("--precision", choices=("float32", "float64"), default="float32")
     parser.add_argument("--adam", default="stock", help="comma-separated Adam formulas for the training rows: "
                                                         + ", ".join(ADAM_FORMULAS))
+    parser.add_argument("--recipes", default="d2l",
+                        help="comma-separated recipes: d2l gives the rows above; the others (pytorch-tutorial, "
+                             "tf1-tutorial) their whole runs' rows")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     names = [n for n in args.backends.split(",") if not backends.why_unavailable(n)]
     adams = [a for a in args.adam.split(",") if a]
     if not adams or any(a not in ADAM_FORMULAS for a in adams):
         parser.exit(2, f"agreement_table.py: error: --adam takes {', '.join(ADAM_FORMULAS)}, got {args.adam!r}\n")
-    table = measure(names, args.precision, adams)
+    recipe_names = [r for r in args.recipes.split(",") if r]
+    unknown = [r for r in recipe_names if r not in RECIPES]
+    if unknown or not recipe_names:
+        parser.exit(2, f"agreement_table.py: error: --recipes takes {', '.join(RECIPES)}, got {args.recipes!r}\n")
+    table = measure(names, args.precision, adams) if "d2l" in recipe_names else {}
+    table.update(measure_recipes(names, args.precision, [r for r in recipe_names if r != "d2l"]))
     print(markdown(table))
     if args.json:
         atomic.write_text(args.json, strict_json.dumps(table, indent=1))
