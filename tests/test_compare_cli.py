@@ -33,7 +33,8 @@ def test_help_explains_the_options(tmp_path):
     assert out.returncode == 0
     for option in ("--backends", "--content", "--style", "--size", "--epochs", "--lr", "--content-weight",
                    "--style-weight", "--tv-weight", "--weights", "--precision", "--device", "--repeat", "--out",
-                   "--seed", "--quiet", "--ratio", "--taps"):
+                   "--seed", "--quiet", "--ratio", "--taps", "--recipe", "--init", "--optimizer", "pytorch-tutorial",
+                   "tf1-tutorial"):
         assert option in out.stdout
     assert "default" in out.stdout
 
@@ -65,6 +66,13 @@ BAD_INPUTS = {
     "tv weight inf": (["--tv-weight", "inf"], "must be finite"),
     "unknown backend": (["--backends", "mxnet"], "unknown backend"),
     "bad precision": (["--precision", "fp8"], "invalid choice"),
+    "unknown recipe": (["--recipe", "gatys"], "invalid choice: 'gatys'"),
+    "lr for tf1-tutorial": (["--recipe", "tf1-tutorial", "--lr", "1"], "--lr is not used by recipe tf1-tutorial"),
+    "adam for pytorch-tutorial": (["--recipe", "pytorch-tutorial", "--adam", "reference"],
+                                  "--adam is not used by recipe pytorch-tutorial"),
+    "optimizer for d2l": (["--optimizer", "native"], "--optimizer is not used by recipe d2l"),
+    "native L-BFGS for tensorflow": (["--recipe", "pytorch-tutorial", "--optimizer", "native", "--backends",
+                                      "torch,tensorflow"], "--optimizer native: tensorflow has no stock L-BFGS"),
 }
 
 
