@@ -38,7 +38,7 @@ from common import devices, keras_weights
 from common import weights as weight_sets
 from common.backend import BackendBase, RunPlan
 from common.config import DEFAULT_TAPS
-from common.images import D2L_NORMALIZED
+from common.image_space import D2L_NORMALIZED
 from common.interface import LossParts
 from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS
 from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan

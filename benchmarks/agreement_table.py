@@ -119,18 +119,24 @@ def measure_recipes(names: list[str], precision: str, recipe_names: list[str]) -
         config = StyleTransferConfig(recipe=recipe, image_shape=agreement.IMAGE_SHAPE).validate()
         space = config.recipe_data.space
         runs = {}
-        for name, b in made.items():
-            content_X, contents_Y, styles_Y = targets(b, content, style, config)
-            state = b.init_state(start_image(b, content_X, config), contents_Y, styles_Y, config)
+        # The rounding control, where the recipe has an lr: the first backend again with its lr one ulp up.
+        control = f"{names[0]} (lr + 1 ulp)"
+        runners = [(name, b, config) for name, b in made.items()]
+        if "lr" in config.recipe_data.uses:
+            runners.append((control, made[names[0]], agreement.one_ulp_up(config, made[names[0]].numpy_dtype)))
+        for name, b, run_config in runners:
+            content_X, contents_Y, styles_Y = targets(b, content, style, run_config)
+            state = b.init_state(start_image(b, content_X, run_config), contents_Y, styles_Y, run_config)
             history, first = [], None
-            for _ in range(config.num_epochs):
+            for _ in range(run_config.num_epochs):
                 state, losses = b.train_step(state)
                 history.append([b.scalar(v) for v in losses])
                 if first is None:
                     first = b.to_numpy(b.current_image(state))
             runs[name] = first, np.array(history), b.to_numpy(b.current_image(state))
         steps = f"{config.num_epochs} steps"
-        for a, b in itertools.combinations(names, 2):
+        pairs = list(itertools.combinations(names, 2)) + ([(names[0], control)] if control in runs else [])
+        for a, b in pairs:
             key = f"{a} vs {b}"
 
             def put(quantity, value):

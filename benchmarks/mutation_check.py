@@ -37,7 +37,7 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("tv-half", "torch: drop the 0.5 in TV", "backends/torch_backend.py",
-             (("        return 0.5 * (\n", "        return (\n"),)),
+             (("        return scale * (\n", "        return (\n"),)),
     Mutation("gram-layout", "tensorflow: Gram from an NHWC map reshaped as if channels came first",
              "backends/tensorflow_backend.py",
              (("X = tf.reshape(X, (n, num_channels))", "X = tf.transpose(tf.reshape(X, (num_channels, n)))"),)),
@@ -48,16 +48,16 @@ MUTATIONS = (
               ("outputs[layer.name] = X.to(self.dtype)",
                "outputs[layer.name] = (before if layer.kind == 'relu' else X).to(self.dtype)"))),
     Mutation("steplr-off-by-one", "torch: scheduler stepped before the optimizer", "backends/torch_backend.py",
-             (("        state.trainer.step()\n        state.scheduler.step()\n",
-               "        state.scheduler.step()\n        state.trainer.step()\n"),)),
+             (("        state.trainer.step()\n        if state.scheduler is not None:\n            state.scheduler.step()\n",
+               "        if state.scheduler is not None:\n            state.scheduler.step()\n        state.trainer.step()\n"),)),
     Mutation("abs-grad", "jax: jnp.abs in TV (gradient 1 at 0)", "backends/jax_backend.py",
              (("    return jnp.sign(x) * x\n", "    return jnp.abs(x)\n"),)),
     Mutation("content-sum", "tensorflow: content loss summed instead of averaged", "backends/tensorflow_backend.py",
              (("return tf.reduce_mean(tf.square(Y_hat - tf.stop_gradient(Y)))",
                "return tf.reduce_sum(tf.square(Y_hat - tf.stop_gradient(Y)))"),)),
     Mutation("caffe-rgb", "torch: bundled (Caffe) weights fed RGB instead of BGR", "backends/torch_backend.py",
-             (("X = X[:, self.input_order] * self.input_scale + self.input_shift",
-               "X = X * self.input_scale + self.input_shift"),)),
+             (("X = X[:, transform.order] * transform.scale + transform.shift",
+               "X = X * transform.scale + transform.shift"),)),
     # Formula differences that only float64 can see: every test above passes with them in float32.
     Mutation("reference-eps-hat", "tensorflow: reference Adam adds eps before v's bias correction (Keras' own)",
              "backends/tensorflow_backend.py",
@@ -67,6 +67,17 @@ MUTATIONS = (
              "backends/jax_backend.py",
              (("schedule = lambda count: lr * lr_decay ** (count // lr_decay_epoch)  # noqa: E731",
                "schedule = step_lr(lr, lr_decay_epoch, lr_decay)"),)),
+    # The other recipes (issue 15).
+    Mutation("adaptive-not-constant", "torch: TF1's adaptive factors differentiated (no stop-gradient)",
+             "backends/torch_backend.py", (("    def stop_gradient(self, t):\n        return t.detach()",
+                                            "    def stop_gradient(self, t):\n        return t"),)),
+    Mutation("normalized-std-unbiased", "torch: the normalized step divides by the unbiased std",
+             "backends/torch_backend.py", (("g.std(correction=0)", "g.std()"),)),
+    Mutation("lbfgs-l2-first-step", "jax: L-BFGS' first step scaled by the L2 norm (optax's choice)",
+             "backends/jax_lbfgs.py", (("jnp.minimum(1, 1 / jnp.sum(jnp.abs(g)))",
+                                        "jnp.minimum(1, 1 / jnp.sqrt(jnp.sum(g * g)))"),)),
+    Mutation("lbfgs-no-clamp", "tensorflow: the tutorial's closure evaluates the unclamped image",
+             "backends/tensorflow_backend.py", (("            X = tf.clip_by_value(X, *recipe.clamp)\n", ""),)),
 )
 
 

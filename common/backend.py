@@ -18,7 +18,7 @@ import numpy as np
 from common import devices, images, machine, recipes, weights as weight_sets
 from common.config import DEFAULT_TAPS, LossWeights, StyleTransferConfig, check_taps
 from common.errors import DivergedError, UserError
-from common.images import D2L_NORMALIZED, IMAGE_SPACES, ImageSpace
+from common.image_space import D2L_NORMALIZED, IMAGE_SPACES, ImageSpace
 from common.interface import PRECISIONS, Callback, LossParts, StepReport, working_dtype
 from common.recipes import LossFormula, Recipe
 from common.vgg import FeaturePlan, feature_plan

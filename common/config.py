@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from common.errors import UserError
+from common.loss_weights import LossWeights  # noqa: F401  (part of the config's vocabulary)
 
 # VGG19 ``features`` indices, as in d2l.
 STYLE_LAYERS: tuple[int, ...] = (0, 5, 10, 19, 28)
@@ -27,27 +28,6 @@ MAX_SIDE = 4096
 ADAM_FORMULAS: tuple[str, ...] = ("stock", "reference")
 # What d2l's PyTorch listing reads (common/vgg.py): the default wherever taps are an argument.
 DEFAULT_TAPS = "torch-inplace"
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the content, style and total-variation terms.
-
-    d2l writes ``sum(10 * styles_l + contents_l + [tv_l])`` with style weight
-    1e3: ``10 * styles_l`` repeats the *list* ten times, which is the same as
-    a style weight of 1e4. Newer d2l editions write 1e4 directly.
-    """
-
-    content: float = 1.0
-    style: float = 1e4
-    tv: float = 10.0
-
-    def validate(self) -> "LossWeights":
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise UserError(f"{field.name} loss weight must be a finite number >= 0, got {value!r}")
-        return self
 
 
 # d2l's Adam settings; recipes that use Adam take these as their defaults.

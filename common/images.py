@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from common.config import MIN_SIDE, check_image_shape
 from common.errors import DivergedError, UserError
+from common.image_space import BYTE_RGB, D2L_NORMALIZED, IMAGE_SPACES, UNIT_RGB, ImageSpace  # noqa: F401
 from common.weights import RGB_MEAN, RGB_STD
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -134,36 +134,6 @@ def resize(img: Image.Image, image_shape: tuple[int, int]) -> Image.Image:
     """Resize to (height, width) with PIL's bilinear filter, like torchvision's Resize."""
     height, width = check_image_shape(image_shape)
     return img.resize((width, height), Image.Resampling.BILINEAR)
-
-
-@dataclass(frozen=True)
-class ImageSpace:
-    """The values the synthesized image takes: ``(pixels / 255 * top - mean) / std`` per RGB channel.
-
-    d2l optimizes normalized RGB, the PyTorch tutorial RGB in [0, 1], the TF1 tutorial RGB in
-    0..255; a recipe names its space (common/recipes.py) and each weight set's input convention
-    maps it to the network's input inside feature extraction.
-    """
-
-    name: str
-    top: float  # the value of a white pixel before mean and std
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-    def from_pixels(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 pixels in 0..255 (float32) into this space."""
-        return (rgb / np.float32(255.0 / self.top) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-
-    def to_unit(self, X: np.ndarray) -> np.ndarray:
-        """HxWx3 values of this space as RGB in [0, 1] (unclipped), in X's dtype."""
-        return (X * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)) / np.float32(self.top)
-
-
-# d2l: normalized by torchvision's ImageNet statistics, what d2l's preprocess makes.
-D2L_NORMALIZED = ImageSpace("d2l-normalized", 1.0, tuple(map(float, RGB_MEAN)), tuple(map(float, RGB_STD)))
-UNIT_RGB = ImageSpace("unit-rgb", 1.0)  # the PyTorch tutorial's [0, 1]
-BYTE_RGB = ImageSpace("byte-rgb", 255.0)  # the TF1 tutorial's 0..255
-IMAGE_SPACES = {space.name: space for space in (D2L_NORMALIZED, UNIT_RGB, BYTE_RGB)}
 
 
 def preprocess_array(img: Image.Image | np.ndarray, image_shape: tuple[int, int],

@@ -21,24 +21,10 @@ from typing import Callable
 
 import numpy as np
 
+from common.recipes import LBFGSSettings  # noqa: F401  (the settings are recipe data)
+
 # evaluate(x) -> (the x it evaluated, e.g. clamped; loss; gradient at that x)
 Evaluate = Callable[[np.ndarray], tuple[np.ndarray, float, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class LBFGSSettings:
-    """torch.optim.LBFGS's defaults (PyTorch 2.x)."""
-
-    lr: float = 1.0
-    max_iter: int = 20
-    max_eval: int | None = None  # None: max_iter * 5 // 4, as torch
-    tolerance_grad: float = 1e-7
-    tolerance_change: float = 1e-9
-    history_size: int = 100
-
-    @property
-    def evals_allowed(self) -> int:
-        return self.max_eval if self.max_eval is not None else self.max_iter * 5 // 4
 
 
 @dataclass

@@ -12,17 +12,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.config import LossWeights
+from common.loss_weights import LossWeights
 from common.errors import UserError
-from common.images import BYTE_RGB, D2L_NORMALIZED, UNIT_RGB, ImageSpace
-from common.lbfgs import LBFGSSettings
-from common.reference import ADAPTIVE_EPS
+from common.image_space import BYTE_RGB, D2L_NORMALIZED, UNIT_RGB, ImageSpace
+
+# The TF1 tutorial adds this to a loss before dividing by it (common/reference.py's oracle uses it too).
+ADAPTIVE_EPS = 1e-10
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "lbfgs", "normalized-step")
 # config.optimizer: "same" runs the recipe's optimizer with one algorithm in every framework,
 # "native" each framework's own stock one (only L-BFGS differs between frameworks).
 OPTIMIZER_CHOICES: tuple[str, ...] = ("same", "native")
 INITS: tuple[str, ...] = ("content", "noise")
+
+
+@dataclass(frozen=True)
+class LBFGSSettings:
+    """torch.optim.LBFGS's settings, at its defaults (PyTorch 2.x); common/lbfgs.py is its algorithm."""
+
+    lr: float = 1.0
+    max_iter: int = 20
+    max_eval: int | None = None  # None: max_iter * 5 // 4, as torch
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+    history_size: int = 100
+
+    @property
+    def evals_allowed(self) -> int:
+        return self.max_eval if self.max_eval is not None else self.max_iter * 5 // 4
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from common.config import LossWeights
+from common.recipes import ADAPTIVE_EPS
 
 
 def gram(X: np.ndarray) -> np.ndarray:
@@ -76,8 +77,7 @@ def adam_step(X, grad, m, v, t: int, lr: float, eps: float, betas=ADAM_BETAS):
 # by its own current value (taken as a constant), so the step sees only the
 # loss's direction, and the update divides the gradient by its standard deviation.
 
-# Added to a loss before dividing by it, and to the gradient's std before dividing by that.
-ADAPTIVE_EPS = 1e-10
+# Added to a loss before dividing by it (the recipe's), and to the gradient's std before dividing by that.
 NORMALIZED_STEP_EPS = 1e-8
 
 

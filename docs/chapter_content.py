@@ -169,7 +169,7 @@ weight of 1e3; `10 * styles_l` repeats the list ten times, so the style weight i
 `LossWeights` says directly. The bundled Caffe weights produce activations about 50 times larger, so
 that weight set carries its own loss weights, which a config's own `loss_weights` replace.
 `compute_loss` only adds and multiplies the backend's tensors, so it is written once for all three.
-""", (Code(("config:LossWeights",)), all_shared("compute_loss", numpy=("numpy:compute_loss",)))),
+""", (Code(("loss_weights:LossWeights",)), all_shared("compute_loss", numpy=("numpy:compute_loss",)))),
 ))
 
 SYNTHESIZED = Section("synthesized", "Initializing the synthesized image", (Part(None, """

@@ -26,6 +26,7 @@ FILES = {
     "weights": "common/weights.py",
     "vgg": "common/vgg.py",
     "config": "common/config.py",
+    "loss_weights": "common/loss_weights.py",
     "stylize": "common/stylize.py",
     "recipes": "common/recipes.py",
     "lbfgs": "common/lbfgs.py",

@@ -204,6 +204,41 @@ started = time.perf_counter()
 result, history = stylize(backend, content_img, style_img, config, callback=report, report_every=every)
 print(f"{config.num_epochs} epochs in {time.perf_counter() - started:.1f} s")
 """,
+    ("recipes", None): """
+from common import recipes
+from common.config import preset
+
+for recipe in recipes.RECIPES.values():
+    print(f"{recipe.name}: {recipe.summary}")
+# Each recipe's settings at this notebook's image size; a setting the recipe does not use is refused.
+tf1_config = preset("cpu", "tf1-tutorial").replace(image_shape=config.image_shape)
+tutorial_config = preset("cpu", "pytorch-tutorial").replace(image_shape=config.image_shape)
+if os.environ.get("NST_QUICK") == "1":
+    tf1_config, tutorial_config = tf1_config.replace(num_epochs=2), tutorial_config.replace(num_epochs=1)
+print(tf1_config)
+""",
+    ("recipes", "Adaptive losses"): """
+tf1_losses = []
+tf1_result, tf1_history = stylize(backend, content_img, style_img, tf1_config,
+                                  callback=lambda step: tf1_losses.append(step.losses))
+# Raw losses (their weighted values are constant by construction): the total is 2 + 9 + 0.4 = 11.4 every step.
+print("first step:", tf1_losses[0])
+print("last step: ", tf1_losses[-1])
+""",
+    ("recipes", "The normalized step"): """
+print(f"{tf1_config.num_epochs} steps of size {recipes.TF1_TUTORIAL.step_size:g}, from noise in [128, 129):")
+tf1_result
+""",
+    ("recipes", "L-BFGS"): """
+calls = []
+started = time.perf_counter()
+tutorial_result, tutorial_history = stylize(backend, content_img, style_img, tutorial_config,
+                                            callback=lambda step: calls.append(step.evaluations))
+print(f"{tutorial_config.num_epochs} L-BFGS steps, {calls[-1]} closure calls, "
+      f"{time.perf_counter() - started:.1f} s; total loss {tutorial_history[0].total:.4g} -> "
+      f"{tutorial_history[-1].total:.4g}")
+tutorial_result
+""",
 }
 
 RESULTS = Section("results", "Results", (Part(None, """

@@ -71,6 +71,7 @@ BAD_INPUTS = {
     "adam for pytorch-tutorial": (["--recipe", "pytorch-tutorial", "--adam", "reference"],
                                   "--adam is not used by recipe pytorch-tutorial"),
     "optimizer for d2l": (["--optimizer", "native"], "--optimizer is not used by recipe d2l"),
+    "diverge with a tutorial": (["--recipe", "tf1-tutorial", "--diverge", "torch,jax"], "--diverge steps d2l's"),
     "native L-BFGS for tensorflow": (["--recipe", "pytorch-tutorial", "--optimizer", "native", "--backends",
                                       "torch,tensorflow"], "--optimizer native: tensorflow has no stock L-BFGS"),
 }

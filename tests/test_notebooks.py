@@ -99,7 +99,7 @@ def test_a_changed_listed_function_makes_its_notebook_stale(tree_copy):
     """Change a line of TorchBackend.tv_loss: the PyTorch notebook, and only it, is stale; nothing is written."""
     source = tree_copy / "backends" / "torch_backend.py"
     text = source.read_text(encoding="utf-8")
-    marker = "    def tv_loss(self, Y_hat):\n"
+    marker = "    def tv_loss(self, Y_hat, scale=0.5):\n"
     assert marker in text
     source.write_text(text.replace(marker, marker + "        # a new comment\n"), encoding="utf-8")
     before = (tree_copy / NOTEBOOKS["torch"]).read_bytes()

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from common import atomic, machine
-from common.images import D2L_NORMALIZED, ImageSpace, postprocess_float
+from common.image_space import D2L_NORMALIZED, ImageSpace
+from common.images import postprocess_float
 from tools import strict_json
 from tools.cli import printable
 from tools.jobs import LOSS_PARTS, OK, Result
