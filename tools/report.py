@@ -191,12 +191,15 @@ def loss_plot(out_path: Path, results: list[Result]) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for k, part in enumerate(LOSS_PARTS):
         ax = axes[k]
+        positive = False
         for r in finished(results):
             history = np.asarray(r.history)
+            positive |= bool((history[:, k] > 0).any())
             ax.plot(np.arange(1, len(history) + 1), history[:, k], label=r.backend, lw=1.2)
-        ax.set_title(f"{part} loss")
+        ax.set_title(f"{part} loss" if positive else f"{part} loss (zero: not in this recipe)")
         ax.set_xlabel("step")
-        ax.set_yscale("log")
+        if positive:  # a recipe without a part (the PyTorch tutorial's TV) has nothing to log-scale
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
