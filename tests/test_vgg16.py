@@ -7,8 +7,9 @@ JAX); nothing is downloaded here, so the tests seed those caches with files of r
 arrays of VGG16's shapes, and seed the expected hash as the VGG19 tests do.
 
 Agreement with torch is ``rel_err`` (max|a - b| / max|b|), float32 on the CPU, random
-He-normal VGG16 weights, 32x48: measured on 2 CPU cores (torch 2.15, TF 2.21, jax 0.10.2)
-at most 2.4e-6 (TensorFlow) and 1.1e-6 (JAX) over relu1_1..relu5_3 and pool5.
+He-normal VGG16 weights, 32x48: measured on 2 CPU cores (torch 2.15, TF 2.21, jax 0.10.2),
+weight seeds 0 and 1 x image seeds 6 and 7, the worst over relu1_1..relu5_3 and pool5 was
+1.6e-6..1.8e-6 (TensorFlow) and 1.6e-6..2.0e-6 (JAX), as VGG19's (test_keras_file_backends.py).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from common.vgg import VGG16_LAYERS, conv_layers
 from helpers import make_backend, random_images, rel_err, require
 
 BACKENDS = ("torch", "tensorflow", "jax")
-# Measured at most 2.4e-6 (module docstring); 10x margin for other CPUs' instruction sets.
-FEATURE_TOLERANCE = 2.5e-5
+# Measured at most 2.0e-6 (module docstring); 10x margin for other CPUs' instruction sets.
+FEATURE_TOLERANCE = 2e-5
 # VGG16's thirteen ReLUs and its last pool: every convolution's output, the deepest layer.
 RELUS = tuple(layer.name for layer in VGG16_LAYERS if layer.kind == "relu")
 EXPECTED_CONVENTION = {"torch": weight_sets.IMAGENET_RGB, "tensorflow": weight_sets.CAFFE_BGR,
