@@ -69,11 +69,16 @@ def seed_native_cache(name: str, params) -> str:
     return keras_weights.md5_of(path)
 
 
-def expect_seeded_hash(name: str, digest: str, monkeypatch) -> None:
+@pytest.fixture
+def seeded(name, caches, monkeypatch):
+    """A native VGG16 file of random arrays in the backend's cache, its hash the one expected; returns the arrays."""
+    params = weight_sets.random_weights(3, "vgg16").params
+    digest = seed_native_cache(name, params)
     if name == "torch":
         monkeypatch.setattr(module_of("torch"), "VGG16_NATIVE_SHA256_PREFIX", digest)
     else:
         monkeypatch.setattr(keras_weights, "VGG16_MD5", digest)
+    return params
 
 
 def features(backend, X, content=("relu3_1",), style=(*RELUS, "pool5")):
@@ -98,9 +103,8 @@ def test_vgg16_weight_sets_are_checked_against_vgg16s_shapes():
 # --- each backend builds VGG16 ------------------------------------------------------------------
 
 
-def test_native_vgg16_loads_from_a_seeded_cache(name, caches, monkeypatch):
-    params = weight_sets.random_weights(3, "vgg16").params
-    expect_seeded_hash(name, seed_native_cache(name, params), monkeypatch)
+def test_native_vgg16_loads_from_a_seeded_cache(name, seeded):
+    params = seeded
     native = make_backend(name, weights="native-vgg16")
     assert native.weights.name == "native-vgg16" and native.weights.architecture == "vgg16"
     assert native.weights.convention == EXPECTED_CONVENTION[name]
@@ -162,9 +166,7 @@ def test_a_vgg19_only_layer_on_vgg16_is_one_line(name):
         b.extract_features(b.from_numpy(X), [31], [0])
 
 
-def test_the_tf1_tutorial_runs_on_native_vgg16(name, caches, monkeypatch):
-    params = weight_sets.random_weights(4, "vgg16").params
-    expect_seeded_hash(name, seed_native_cache(name, params), monkeypatch)
+def test_the_tf1_tutorial_runs_on_native_vgg16(name, seeded):
     b = make_backend(name, weights="native-vgg16")
     rng = np.random.default_rng(0)
     content, style = (rng.integers(0, 256, (32, 48, 3), np.uint8) for _ in range(2))
