@@ -89,12 +89,14 @@ class TensorFlowBackend(BackendBase):
             self.set_input_convention(tf.constant, (1, 1, 1, 3))  # NHWC
 
     def _build_net(self) -> list:
-        """Keras' VGG19 (or VGG16, as the weights say) as a list of layers indexed like torchvision's ``features``."""
+        """Keras' VGG19 (or VGG16, as the weights say) as a list of layers indexed like torchvision's
+        ``features``."""
         # keras.applications takes no dtype: its layers are built under our policy, which is then restored.
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.dtype_policy)
         try:
-            vgg = APPLICATIONS[self.weights.architecture](include_top=False, weights=None, input_shape=(None, None, 3))
+            application = APPLICATIONS[self.weights.architecture]  # the weights say which VGG they are
+            vgg = application(include_top=False, weights=None, input_shape=(None, None, 3))
         finally:
             keras.config.set_dtype_policy(previous_policy)
         vgg.trainable = False
@@ -419,6 +421,7 @@ def _download(architecture: str = "vgg19") -> Path:
     except Exception as exc:  # offline: Keras raises a bare Exception naming the URL
         # Keras words it "URL fetch failure on <url>: <code> -- <reason>"; keep the reason.
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].rpartition(" -- ")[2]
-        raise WeightsUnavailable(keras_weights.missing_message(f"downloading it failed: {reason}", architecture)) from None
+        why = f"downloading it failed: {reason}"
+        raise WeightsUnavailable(keras_weights.missing_message(why, architecture)) from None
     finally:
         socket.setdefaulttimeout(timeout)

@@ -328,5 +328,6 @@ def load_native_weights(expected_sha256_prefix: str | None = None,
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     params = {key: value.numpy().astype(np.float32) for key, value in state_dict.items() if key.startswith("features.")}
     return weight_sets.WeightSet(
-        weight_sets.native_name(architecture), params, weight_sets.IMAGENET_RGB, weight_sets.D2L_LOSS_WEIGHTS, f"torchvision {file_name}", architecture
+        weight_sets.native_name(architecture), params, weight_sets.IMAGENET_RGB, weight_sets.D2L_LOSS_WEIGHTS,
+        f"torchvision {file_name}", architecture,
     )

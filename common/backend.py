@@ -119,7 +119,8 @@ class BackendBase:
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
              taps: str = DEFAULT_TAPS, space: ImageSpace = D2L_NORMALIZED) -> FeaturePlan:
         # The plan indexes the network this backend built: the weight set's architecture.
-        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps), space.name, self.weights.architecture)
+        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps), space.name,
+                     self.weights.architecture)
 
     def run_plan(self, config: StyleTransferConfig) -> RunPlan:
         """The config's recipe, layers, taps and loss weights (by default the recipe's for this weight set),
