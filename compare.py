@@ -78,7 +78,7 @@ def compare(args, argv: list[str]) -> int:
     why = "a GPU was found" if gpus else "no GPU found" if args.device != "cpu" else "--device cpu"
     description = f"recipe {config.recipe}; " + run_description(config, preset, why, args)
     print(description)
-    if config.recipe_data.note:
+    if config.recipe_data.note and args.weights != "native-vgg16":  # tf1-tutorial's: on VGG16 it does not apply
         print(f"note: {config.recipe_data.note}")
 
     # One Job per backend, alike but for the name and the folder (filled in by run_all).

@@ -104,9 +104,10 @@ def why_unavailable(name: str) -> str | None:
 def get_backend(name: str, *, weights="bundled", device: str | None = None, precision: str = "float32", **misplaced):
     """A ready backend: ``name`` is "torch", "tensorflow" or "jax".
 
-    ``weights`` is "bundled" (default), "keras", "native", "random" or a mapping of
-    arrays. A backend is the machine and the model; what a run does (taps, loss
-    weights, ...) is its ``StyleTransferConfig``'s, and is rejected here.
+    ``weights`` is "bundled" (default), "keras", "native", "native-vgg16" (VGG16), "random"
+    or a mapping of arrays (or a ``WeightSet``, whose ``architecture`` the backend builds).
+    A backend is the machine and the model; what a run does (taps, loss weights, ...) is
+    its ``StyleTransferConfig``'s, and is rejected here.
     """
     for option in misplaced:
         if option in RUN_SETTINGS:

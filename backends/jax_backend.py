@@ -41,7 +41,7 @@ from common.config import DEFAULT_TAPS
 from common.image_space import D2L_NORMALIZED
 from common.interface import LossParts
 from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS
-from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan
+from common.vgg import FeaturePlan, Layer, conv_layers, layers_of
 
 # Steps per compiled program in ``train`` on the CPU when reports come at least
 # this far apart: one dispatch, and XLA schedules the steps together. At 150x225
@@ -173,10 +173,11 @@ class FrozenConv(nnx.Module):
         return conv3x3(x, kernel, self.precision) + bias
 
 
-class VGG19(nnx.Module):
-    """torchvision's ``vgg19().features`` in NHWC: ``layers[i]`` is ``features[i]``."""
+class VGG(nnx.Module):
+    """torchvision's ``vgg19().features`` (or another table of common/vgg.py's, VGG16's) in NHWC:
+    ``layers[i]`` is ``features[i]``."""
 
-    def __init__(self, *, precision, dtype, custom_gradients: bool, rngs: nnx.Rngs):
+    def __init__(self, table: tuple[Layer, ...], *, precision, dtype, custom_gradients: bool, rngs: nnx.Rngs):
         def make(layer):
             if layer.kind == "conv":
                 return FrozenConv(layer.in_channels, layer.out_channels, precision=precision, dtype=dtype, rngs=rngs,
@@ -185,7 +186,7 @@ class VGG19(nnx.Module):
                 return nnx.relu
             return max_pool if custom_gradients else pool2x2
 
-        self.layers = nnx.List([make(layer) for layer in VGG19_LAYERS])
+        self.layers = nnx.List([make(layer) for layer in table])
 
 
 @struct.dataclass
@@ -303,11 +304,14 @@ class JaxBackend(BackendBase):
 
     def _build_net(self) -> tuple[nnx.GraphDef, nnx.State]:
         # Flax's checkpoint-restoring idiom: an abstract module (no random init), then our arrays.
-        abstract = nnx.eval_shape(lambda: VGG19(precision=CONV_PRECISION[self.precision], dtype=self.compute_dtype,
-                                                custom_gradients=self.custom_gradients, rngs=nnx.Rngs(0)))
+        architecture = self.weights.architecture  # the weights say which VGG they are
+        abstract = nnx.eval_shape(lambda: VGG(layers_of(architecture), precision=CONV_PRECISION[self.precision],
+                                              dtype=self.compute_dtype, custom_gradients=self.custom_gradients,
+                                              rngs=nnx.Rngs(0)))
         net_def, params = nnx.split(abstract)
+        convs = conv_layers(architecture)
         kernels = {conv.index: weight_sets.oihw_to_hwio(self.weights.params[conv.weight_key]).astype(self.numpy_dtype)
-                   for conv in CONV_LAYERS}
+                   for conv in convs}
         arrays = {
             "layers": {
                 conv.index: {
@@ -315,7 +319,7 @@ class JaxBackend(BackendBase):
                     "grad_kernel": input_grad_kernel(kernels[conv.index]),
                     "bias": np.asarray(self.weights.params[conv.bias_key], self.numpy_dtype),
                 }
-                for conv in CONV_LAYERS
+                for conv in convs
             }
         }
         nnx.replace_by_pure_dict(params, jax.device_put(arrays, self.jax_device))
@@ -516,9 +520,9 @@ class JaxBackend(BackendBase):
 
     # --- native weights -------------------------------------------------------------------
 
-    def load_native_weights(self) -> weight_sets.WeightSet:
-        """Keras' ImageNet VGG19 (the original Caffe weights) from Keras' download cache."""
-        return load_native_weights()
+    def load_native_weights(self, architecture: str = "vgg19") -> weight_sets.WeightSet:
+        """Keras' ImageNet VGG19 or VGG16 (the original Caffe weights) from Keras' download cache."""
+        return load_native_weights(architecture=architecture)
 
 
 def pick_device(requested: str | devices.Device | None) -> jax.Device:
@@ -535,11 +539,12 @@ def pick_device(requested: str | devices.Device | None) -> jax.Device:
     return found[requested.index]
 
 
-def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:
-    """Keras' ImageNet VGG19 file (common/keras_weights.py) from Keras' cache folder, read with h5py.
+def load_native_weights(expected_md5: str | None = None, architecture: str = "vgg19") -> weight_sets.WeightSet:
+    """Keras' ImageNet VGG19 (or VGG16) file (common/keras_weights.py) from Keras' cache folder, read with h5py.
 
     JAX has no official model zoo of its own: this never downloads and never imports TensorFlow.
     """
-    return keras_weights.load(
-        "native", why_missing=f"JAX has no model zoo; {keras_weights.NOT_FETCHED}", expected_md5=expected_md5
-    )
+    # The install step fetches VGG19's file only; Keras downloads VGG16's when TensorFlow first asks for it.
+    how = keras_weights.NOT_FETCHED if architecture == "vgg19" else "the tensorflow backend's native-vgg16 fetches it"
+    return keras_weights.load(weight_sets.native_name(architecture), why_missing=f"JAX has no model zoo; {how}",
+                              expected_md5=expected_md5, architecture=architecture)

@@ -38,7 +38,7 @@ from common.backend import BackendBase, RunPlan  # noqa: E402
 from common.errors import BackendUnavailable, UserError, WeightsUnavailable  # noqa: E402
 from common.interface import LossParts  # noqa: E402
 from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS  # noqa: E402
-from common.vgg import CONV_LAYERS, VGG19_LAYERS, FeaturePlan, keras_name  # noqa: E402
+from common.vgg import FeaturePlan, conv_layers, keras_name, layers_of  # noqa: E402
 
 # Native weights are Keras' ImageNet VGG19 file (common/keras_weights.py), downloaded
 # by Keras when its cache lacks it; this bounds each connect or read, not the whole file.
@@ -49,6 +49,9 @@ DOWNLOAD_TIMEOUT_S = 30
 # 5-step blocks taken in turn: tf.function 0.26 / 0.32, tf.function(jit_compile=
 # True) 0.31 / 0.61 (two runs agreed), and XLA's first step takes 2-4 s, not 1 s.
 JIT_COMPILE = False
+
+# Each architecture's Keras model (layers block{b}_conv{c}, block{b}_pool, as the weight files name them).
+APPLICATIONS = {"vgg19": keras.applications.VGG19, "vgg16": keras.applications.VGG16}
 
 @dataclass
 class TensorFlowState:
@@ -86,17 +89,19 @@ class TensorFlowBackend(BackendBase):
             self.set_input_convention(tf.constant, (1, 1, 1, 3))  # NHWC
 
     def _build_net(self) -> list:
-        """Keras' VGG19 as a list of layers indexed like torchvision's ``features``."""
+        """Keras' VGG19 (or VGG16, as the weights say) as a list of layers indexed like torchvision's
+        ``features``."""
         # keras.applications takes no dtype: its layers are built under our policy, which is then restored.
         previous_policy = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.dtype_policy)
         try:
-            vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
+            application = APPLICATIONS[self.weights.architecture]  # the weights say which VGG they are
+            vgg = application(include_top=False, weights=None, input_shape=(None, None, 3))
         finally:
             keras.config.set_dtype_policy(previous_policy)
         vgg.trainable = False
         net = []
-        for layer in VGG19_LAYERS:
+        for layer in layers_of(self.weights.architecture):
             if layer.kind == "conv":
                 conv = vgg.get_layer(keras_name(layer.name))
                 conv.set_weights([
@@ -272,9 +277,9 @@ class TensorFlowBackend(BackendBase):
 
     # --- native weights -------------------------------------------------------------------
 
-    def load_native_weights(self) -> weight_sets.WeightSet:
-        """Keras' ImageNet VGG19 (no top) from Keras' cache folder."""
-        return load_native_weights()
+    def load_native_weights(self, architecture: str = "vgg19") -> weight_sets.WeightSet:
+        """Keras' ImageNet VGG19 (or VGG16; no top) from Keras' cache folder."""
+        return load_native_weights(architecture=architecture)
 
 
 def _enable_gpu_memory_growth() -> None:
@@ -378,28 +383,30 @@ class NormalizedStep(keras.optimizers.Optimizer):
         return {**super().get_config(), "clamp": self.clamp, "epsilon": self.epsilon}
 
 
-def load_native_weights(expected_md5: str | None = None) -> weight_sets.WeightSet:
-    """Keras' VGG19 weights as a WeightSet keyed like torchvision (OIHW), Caffe input convention.
+def load_native_weights(expected_md5: str | None = None, architecture: str = "vgg19") -> weight_sets.WeightSet:
+    """Keras' VGG19 (or VGG16) weights as a WeightSet keyed like torchvision (OIHW), Caffe input convention.
 
     From Keras' cache folder; when it lacks the file, Keras downloads it (``keras.utils.get_file``).
     """
-    path = keras_weights.cache_path()
+    path = keras_weights.cache_path(architecture)
     if not path.exists():
-        path = _download()
-    keras_weights.verify(path, expected_md5)
-    # Keras reads its own file format: build VGG19 from the file, then read the arrays back.
-    vgg = keras.applications.VGG19(include_top=False, weights=os.fspath(path), input_shape=(None, None, 3))
+        path = _download(architecture)
+    keras_weights.verify(path, expected_md5, architecture)
+    # Keras reads its own file format: build the model from the file, then read the arrays back.
+    vgg = APPLICATIONS[architecture](include_top=False, weights=os.fspath(path), input_shape=(None, None, 3))
     params = {}
-    for conv in CONV_LAYERS:
+    for conv in conv_layers(architecture):
         kernel, bias = vgg.get_layer(keras_name(conv.name)).get_weights()
         params[conv.weight_key] = np.ascontiguousarray(weight_sets.hwio_to_oihw(kernel), np.float32)
         params[conv.bias_key] = np.asarray(bias, dtype=np.float32)
-    return keras_weights.weight_set(params, f"keras.applications {keras_weights.FILE_NAME}")
+    return keras_weights.weight_set(params, f"keras.applications {path.name}", weight_sets.native_name(architecture),
+                                    architecture)
 
 
-def _download() -> Path:
+def _download(architecture: str = "vgg19") -> Path:
     """Keras' own download into its cache folder (Keras checks the md5 too); WeightsUnavailable offline."""
     folder = keras_weights.cache_dir()
+    facts = keras_weights.keras_file(architecture)
     try:
         folder.mkdir(parents=True, exist_ok=True)  # else get_file, finding no writable folder, uses /tmp/.keras
     except OSError:
@@ -408,12 +415,13 @@ def _download() -> Path:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # Keras' urlretrieve has none: a firewall would hang it
     try:
         return Path(keras.utils.get_file(
-            keras_weights.FILE_NAME, keras_weights.URL, file_hash=keras_weights.MD5,
+            facts.file_name, facts.url, file_hash=facts.md5,
             cache_dir=os.fspath(folder.parent), cache_subdir=folder.name,
         ))
     except Exception as exc:  # offline: Keras raises a bare Exception naming the URL
         # Keras words it "URL fetch failure on <url>: <code> -- <reason>"; keep the reason.
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].rpartition(" -- ")[2]
-        raise WeightsUnavailable(keras_weights.missing_message(f"downloading it failed: {reason}")) from None
+        why = f"downloading it failed: {reason}"
+        raise WeightsUnavailable(keras_weights.missing_message(why, architecture)) from None
     finally:
         socket.setdefaulttimeout(timeout)

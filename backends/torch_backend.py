@@ -22,13 +22,26 @@ from common.backend import BackendBase, RunPlan
 from common.errors import UserError, WeightsUnavailable
 from common.interface import LossParts
 from common.reference import ADAM_BETAS, NORMALIZED_STEP_EPS
-from common.vgg import CONV_LAYERS, FeaturePlan
+from common.vgg import FeaturePlan, conv_layers
 
 # torchvision's VGG19_Weights.IMAGENET1K_V1; the file name carries the first
 # hex digits of its sha256, which torch checks on download and we on load.
 NATIVE_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 NATIVE_FILE = "vgg19-dcbb9e9d.pth"
 NATIVE_SHA256_PREFIX = "dcbb9e9d"
+# VGG16_Weights.IMAGENET1K_V1, the TF1 tutorial's network (weights="native-vgg16").
+VGG16_NATIVE_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG16_NATIVE_FILE = "vgg16-397923af.pth"
+VGG16_NATIVE_SHA256_PREFIX = "397923af"
+# Each architecture's torchvision builder (ours keep only its ``features``).
+BUILDERS = {"vgg19": torchvision.models.vgg19, "vgg16": torchvision.models.vgg16}
+
+
+def native_file(architecture: str = "vgg19") -> tuple[str, str, str]:
+    """(URL, file name, sha256 prefix) of torchvision's file, read from the constants now (tests seed their own)."""
+    if architecture == "vgg16":
+        return VGG16_NATIVE_URL, VGG16_NATIVE_FILE, VGG16_NATIVE_SHA256_PREFIX
+    return NATIVE_URL, NATIVE_FILE, NATIVE_SHA256_PREFIX
 
 
 class SynthesizedImage(nn.Module):
@@ -119,10 +132,11 @@ class TorchBackend(BackendBase):
         self.set_input_convention(lambda a: torch.from_numpy(a).to(self.device), (1, 3, 1, 1))  # NCHW
 
     def _build_net(self) -> nn.Sequential:
-        net = torchvision.models.vgg19(weights=None).features
+        architecture = self.weights.architecture  # the weights say which VGG they are
+        net = BUILDERS[architecture](weights=None).features
         state_dict = {
             f"{i}.{kind}": torch.from_numpy(np.asarray(self.weights.params[f"features.{i}.{kind}"]))
-            for conv in CONV_LAYERS
+            for conv in conv_layers(architecture)
             for i, kind in ((conv.index, "weight"), (conv.index, "bias"))
         }
         net.load_state_dict(state_dict)
@@ -273,9 +287,9 @@ class TorchBackend(BackendBase):
 
     # --- native weights -------------------------------------------------------------------
 
-    def load_native_weights(self) -> weight_sets.WeightSet:
-        """torchvision's VGG19_Weights.IMAGENET1K_V1 from torch hub's cache."""
-        return load_native_weights()
+    def load_native_weights(self, architecture: str = "vgg19") -> weight_sets.WeightSet:
+        """torchvision's VGG19_Weights.IMAGENET1K_V1 (or VGG16's) from torch hub's cache."""
+        return load_native_weights(architecture=architecture)
 
 
 def _torch_device(requested: str | devices.Device | None) -> torch.device:
@@ -290,21 +304,22 @@ def _torch_device(requested: str | devices.Device | None) -> torch.device:
     return torch.device("cuda", requested.index)
 
 
-def native_cache_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / NATIVE_FILE
+def native_cache_path(architecture: str = "vgg19") -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / native_file(architecture)[1]
 
 
-def load_native_weights(expected_sha256_prefix: str | None = None) -> weight_sets.WeightSet:
-    expected_sha256_prefix = expected_sha256_prefix or NATIVE_SHA256_PREFIX
-    path = native_cache_path()
+def load_native_weights(expected_sha256_prefix: str | None = None,
+                        architecture: str = "vgg19") -> weight_sets.WeightSet:
+    url, file_name, published_prefix = native_file(architecture)
+    expected_sha256_prefix = expected_sha256_prefix or published_prefix
+    path = native_cache_path(architecture)
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(NATIVE_URL, os.fspath(path), hash_prefix=expected_sha256_prefix,
-                                           progress=False)
+            torch.hub.download_url_to_file(url, os.fspath(path), hash_prefix=expected_sha256_prefix, progress=False)
         except Exception as exc:  # offline: URLError, socket errors, ...
             raise WeightsUnavailable(
-                f"torchvision's VGG19 weights ({NATIVE_FILE}) are not in the cache folder {path.parent} "
+                f"torchvision's {architecture.upper()} weights ({file_name}) are not in the cache folder {path.parent} "
                 f"and could not be downloaded ({type(exc).__name__}); use --weights bundled instead"
             ) from None
     digest = weight_sets.sha256_of(path)
@@ -313,5 +328,6 @@ def load_native_weights(expected_sha256_prefix: str | None = None) -> weight_set
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     params = {key: value.numpy().astype(np.float32) for key, value in state_dict.items() if key.startswith("features.")}
     return weight_sets.WeightSet(
-        "native", params, weight_sets.IMAGENET_RGB, weight_sets.D2L_LOSS_WEIGHTS, f"torchvision {NATIVE_FILE}"
+        weight_sets.native_name(architecture), params, weight_sets.IMAGENET_RGB, weight_sets.D2L_LOSS_WEIGHTS,
+        f"torchvision {file_name}", architecture,
     )

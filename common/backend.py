@@ -67,7 +67,7 @@ class BackendBase:
 
     # --- what subclasses may provide ------------------------------------------------------
 
-    def load_native_weights(self) -> weight_sets.WeightSet:
+    def load_native_weights(self, architecture: str = "vgg19") -> weight_sets.WeightSet:
         raise UserError(f"the {self.name} backend has no native weights; use weights='bundled'")
 
     def synchronize(self) -> None:
@@ -118,7 +118,9 @@ class BackendBase:
 
     def plan(self, content_layers: Sequence[int | str], style_layers: Sequence[int | str],
              taps: str = DEFAULT_TAPS, space: ImageSpace = D2L_NORMALIZED) -> FeaturePlan:
-        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps), space.name)
+        # The plan indexes the network this backend built: the weight set's architecture.
+        return _plan(tuple(content_layers), tuple(style_layers), check_taps(taps), space.name,
+                     self.weights.architecture)
 
     def run_plan(self, config: StyleTransferConfig) -> RunPlan:
         """The config's recipe, layers, taps and loss weights (by default the recipe's for this weight set),
@@ -282,5 +284,8 @@ def check_finite(history: Sequence[LossParts], checked: int) -> None:
 
 
 @lru_cache(maxsize=32)
-def _plan(content_layers, style_layers, taps, space) -> FeaturePlan:
-    return feature_plan(content_layers, style_layers, taps, space)
+def _plan(content_layers, style_layers, taps, space, architecture) -> FeaturePlan:
+    try:
+        return feature_plan(content_layers, style_layers, taps, space, architecture)
+    except ValueError as exc:  # e.g. conv3_4, which VGG16 lacks
+        raise UserError(f"weights of architecture {architecture}: {exc}") from None

@@ -185,7 +185,8 @@ TF1_TUTORIAL = Recipe(
     lr=None,
     num_epochs=60,
     step_size=10.0,
-    note="VGG16's layer names on the bundled VGG19: no VGG16 ImageNet weights are available offline",
+    note="VGG16's layer names on VGG19: --weights native-vgg16 runs VGG16 (torchvision's or Keras' ImageNet file, "
+         "from the framework's cache or the network)",
 )
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (D2L, PYTORCH_TUTORIAL, TF1_TUTORIAL)}

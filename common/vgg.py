@@ -46,7 +46,7 @@ TAP_READINGS: tuple[str, ...] = ("torch-inplace", "pre-relu")
 
 @dataclass(frozen=True)
 class Layer:
-    """One entry of VGG19's ``features``: its torchvision index, kind and name."""
+    """One entry of a VGG's ``features``: its torchvision index, kind and name."""
 
     index: int
     kind: str  # "conv", "relu" or "pool"
@@ -86,9 +86,27 @@ def vgg19_layers() -> tuple[Layer, ...]:
 
 
 VGG19_LAYERS = vgg19_layers()
-VGG16_LAYERS = vgg_layers(VGG16_CONFIG)  # 31 layers; not yet a network any backend builds
+VGG16_LAYERS = vgg_layers(VGG16_CONFIG)  # 31 layers
+# The architecture is the model's (a weight set's, common/weights.py): every backend builds it from this table.
+ARCHITECTURES: dict[str, tuple[Layer, ...]] = {"vgg19": VGG19_LAYERS, "vgg16": VGG16_LAYERS}
 LAYER_BY_NAME = {layer.name: layer for layer in VGG19_LAYERS}
 CONV_LAYERS = tuple(layer for layer in VGG19_LAYERS if layer.kind == "conv")
+
+
+def layers_of(architecture: str) -> tuple[Layer, ...]:
+    """Every layer of ``architecture``'s ``features`` ("vgg19" or "vgg16")."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture]
+
+
+def conv_layers(architecture: str = "vgg19") -> tuple[Layer, ...]:
+    """The convolutions of ``architecture``, the layers that carry weights."""
+    return tuple(layer for layer in layers_of(architecture) if layer.kind == "conv")
+
+
+def layer_by_name(architecture: str = "vgg19") -> dict[str, Layer]:
+    return {layer.name: layer for layer in layers_of(architecture)}
 
 
 def keras_name(conv_name: str) -> str:
@@ -97,7 +115,8 @@ def keras_name(conv_name: str) -> str:
     return f"block{block}_conv{conv}"
 
 
-def tap_names(layers: Iterable[int | str], deepest: int, reading: str = "torch-inplace") -> tuple[str, ...]:
+def tap_names(layers: Iterable[int | str], deepest: int, reading: str = "torch-inplace",
+              architecture: str = "vgg19") -> tuple[str, ...]:
     """Turn d2l's layer indices into the names of the tensors they really read.
 
     ``deepest`` is the last index of the truncated network (d2l keeps
@@ -106,24 +125,26 @@ def tap_names(layers: Iterable[int | str], deepest: int, reading: str = "torch-i
     """
     if reading not in TAP_READINGS:
         raise ValueError(f"unknown tap reading {reading!r}; expected one of {TAP_READINGS}")
+    all_layers, label = layers_of(architecture), architecture.upper()
+    by_name = layer_by_name(architecture)
     names = []
     for layer in layers:
         if isinstance(layer, str):
-            if layer not in LAYER_BY_NAME:
-                raise ValueError(f"unknown VGG19 layer name {layer!r}")
+            if layer not in by_name:
+                raise ValueError(f"unknown {label} layer name {layer!r}")
             names.append(layer)
             continue
-        if not 0 <= layer < len(VGG19_LAYERS):
-            raise ValueError(f"VGG19 features index {layer} out of range 0..{len(VGG19_LAYERS) - 1}")
+        if not 0 <= layer < len(all_layers):
+            raise ValueError(f"{label} features index {layer} out of range 0..{len(all_layers) - 1}")
         following = layer + 1
         if (
             reading == "torch-inplace"
             and following <= deepest
-            and VGG19_LAYERS[following].kind == "relu"
+            and all_layers[following].kind == "relu"
         ):
-            names.append(VGG19_LAYERS[following].name)
+            names.append(all_layers[following].name)
         else:
-            names.append(VGG19_LAYERS[layer].name)
+            names.append(all_layers[layer].name)
     return tuple(names)
 
 
@@ -142,15 +163,17 @@ def feature_plan(
     style_layers: Sequence[int | str],
     reading: str = "torch-inplace",
     space: str = "d2l-normalized",
+    architecture: str = "vgg19",
 ) -> FeaturePlan:
-    """Resolve d2l's indices (or names) into a plan every backend follows."""
+    """Resolve d2l's indices (or names) into a plan every backend follows, in ``architecture``'s layers."""
+    all_layers, by_name = layers_of(architecture), layer_by_name(architecture)
     indices = [
-        layer if isinstance(layer, int) else LAYER_BY_NAME[layer].index
+        layer if isinstance(layer, int) else by_name[layer].index
         for layer in (*content_layers, *style_layers)
-        if isinstance(layer, int) or layer in LAYER_BY_NAME
+        if isinstance(layer, int) or layer in by_name
     ]
-    deepest = max(indices)
-    content = tap_names(content_layers, deepest, reading)
-    style = tap_names(style_layers, deepest, reading)
-    last = max(LAYER_BY_NAME[name].index for name in (*content, *style))
-    return FeaturePlan(VGG19_LAYERS[: last + 1], content, style, space)
+    deepest = max(indices, default=0)  # no known name: tap_names says which is unknown
+    content = tap_names(content_layers, deepest, reading, architecture)
+    style = tap_names(style_layers, deepest, reading, architecture)
+    last = max(by_name[name].index for name in (*content, *style))
+    return FeaturePlan(all_layers[: last + 1], content, style, space)

