@@ -43,7 +43,7 @@ def grid(out: Path, picture: Path) -> None:
     for name, _, _ in RUNS:
         folder = out / name
         results = json.loads((folder / "results.json").read_text())
-        panels = [(f"{name}: content", Image.open(folder / "content.png").convert("RGB")),
+        panels = [(name, Image.open(folder / "content.png").convert("RGB")),  # the row's label
                   ("style", Image.open(folder / "style.png").convert("RGB"))]
         panels += [(row["backend"], Image.open(folder / row["image"]).convert("RGB"))
                    for row in results["backends"] if row["status"] == "ok"]
