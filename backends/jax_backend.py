@@ -197,7 +197,7 @@ class JaxState:
     opt_state: optax.OptState  # optax's, or jax_lbfgs.LBFGSState for torch's L-BFGS
     contents_Y: list
     styles_Y_gram: list
-    evaluations: jax.Array  # loss evaluations (closure calls) so far
+    evaluations: jax.Array  # L-BFGS' loss evaluations (closure calls) so far
     tx: optax.GradientTransformation | None = struct.field(pytree_node=False)  # None: jax_lbfgs
     run: RunPlan = struct.field(pytree_node=False)  # the config's recipe, layers, taps and loss weights
 
@@ -453,7 +453,7 @@ class JaxBackend(BackendBase):
         X = optax.apply_updates(state.X, updates)
         if state.run.recipe.optimizer == "normalized-step":  # the TF1 tutorial clips after each step
             X = optax.projections.projection_box(X, *state.run.recipe.clamp)
-        return state.replace(X=X, opt_state=opt_state, evaluations=state.evaluations + 1), losses
+        return state.replace(X=X, opt_state=opt_state), losses
 
     def _lbfgs_step(self, params, state: JaxState) -> tuple[JaxState, LossParts]:
         """One ``optimizer.step(closure)`` of the PyTorch tutorial (up to 20 closure calls): torch's
@@ -493,8 +493,9 @@ class JaxBackend(BackendBase):
     def loss_and_grad(self, state: JaxState):
         return self._value_and_grad(self.params, state)
 
-    def evaluations(self, state: JaxState) -> int:
-        return int(state.evaluations)
+    def evaluations(self, state: JaxState) -> int | None:
+        # Counted by L-BFGS steps only: elsewhere a step is one evaluation, and reading it would wait for the device.
+        return int(state.evaluations) if state.run.recipe.optimizer == "lbfgs" else None
 
     @x64_as_needed
     def current_image(self, state: JaxState):

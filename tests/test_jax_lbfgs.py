@@ -7,7 +7,7 @@ import pytest
 
 from common import lbfgs
 from common.interface import LossParts
-from test_lbfgs_reference import clamped, problem
+from test_lbfgs_reference import clamped, problem, torch_lbfgs_calls
 
 jax = pytest.importorskip("jax", reason="backends/jax_lbfgs.py needs JAX (pip install jax optax)")
 pytest.importorskip("optax", reason="backends/jax_lbfgs.py needs optax (pip install optax)")
@@ -147,7 +147,7 @@ def test_history_wraps_like_the_oracle():
 
 @pytest.mark.parametrize("name", list(PROBLEMS))
 def test_float32_matches_torch(name):
-    torch = pytest.importorskip("torch", reason="compared with torch.optim.LBFGS")
+    pytest.importorskip("torch", reason="compared with torch.optim.LBFGS")
     lo, hi, _ = PROBLEMS[name]
     A, c, x0 = (v.astype(np.float32) for v in draws(lo, hi))
 
@@ -155,20 +155,7 @@ def test_float32_matches_torch(name):
         r = A @ (x - c)
         return np.float32(r @ r + np.float32(0.1) * np.sum(x**4)), 2 * A.T @ r + np.float32(0.4) * x**3
 
-    theirs: list = []
-    x = torch.tensor(x0, requires_grad=True)
-    optimizer = torch.optim.LBFGS([x])
-
-    def closure():
-        with torch.no_grad():
-            x.clamp_(0, 1)
-        optimizer.zero_grad()
-        loss, grad = loss_and_grad(x.detach().numpy().copy())
-        x.grad = torch.from_numpy(grad)
-        theirs.append((x.detach().numpy().copy(), float(loss)))
-        return torch.tensor(loss)
-
-    optimizer.step(closure)
+    theirs = torch_lbfgs_calls(loss_and_grad, x0)
     ours: list = []
     _, our_evals, state = run_jax(numpy_evaluate(loss_and_grad, ours, np.float32), x0, lbfgs.LBFGSSettings(), 1)
 

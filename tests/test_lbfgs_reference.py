@@ -39,7 +39,7 @@ def test_tutorial_loop_makes_16_steps_of_20_calls():
 # iterations and torch's stopping tests end steps early: both paths must match.
 @pytest.mark.parametrize("lo, hi, calls", [(0.2, 0.8, 60), (-0.05, 1.05, 22)], ids=["interior", "clamped"])
 def test_matches_torch_lbfgs_with_the_tutorials_clamp(lo, hi, calls):
-    torch = pytest.importorskip("torch", reason="the oracle is checked against torch.optim.LBFGS")
+    pytest.importorskip("torch", reason="the oracle is checked against torch.optim.LBFGS")
     loss_and_grad, x0 = problem(lo, hi)
     ours: list = []
     state = lbfgs.LBFGSState(x0.copy())
@@ -47,22 +47,7 @@ def test_matches_torch_lbfgs_with_the_tutorials_clamp(lo, hi, calls):
     for _ in range(3):
         lbfgs.step(state, evaluate)
 
-    theirs: list = []
-    x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([x])
-
-    def closure():
-        with torch.no_grad():
-            x.clamp_(0, 1)
-        optimizer.zero_grad()
-        loss, grad = loss_and_grad(x.detach().numpy().copy())
-        x.grad = torch.from_numpy(grad)
-        theirs.append((x.detach().numpy().copy(), loss))
-        return torch.tensor(loss, dtype=torch.float64)
-
-    for _ in range(3):
-        optimizer.step(closure)
-
+    theirs = torch_lbfgs_calls(loss_and_grad, x0, num_steps=3)
     assert len(ours) == len(theirs) == calls
     # The first step's 20 evaluations: the same float64 operations, dot products summed in another
     # order, measured <= 8.2e-13 apart (max |x| difference). Later, near the minimum, lr 1 without a
@@ -72,3 +57,26 @@ def test_matches_torch_lbfgs_with_the_tutorials_clamp(lo, hi, calls):
         np.testing.assert_allclose(xa, xb, rtol=0, atol=1e-11)
         assert la == pytest.approx(lb, rel=1e-11)
     assert min(loss for _, loss in ours) < 0.5 * ours[0][1]  # and it does minimize
+
+
+def torch_lbfgs_calls(loss_and_grad, x0: np.ndarray, num_steps: int = 1) -> list:
+    """``torch.optim.LBFGS`` at its defaults, in ``x0``'s dtype, driven by the tutorial's clamping closure on a
+    NumPy ``loss_and_grad``: (the image, the loss) of every closure call."""
+    import torch
+
+    calls: list = []
+    x = torch.tensor(x0, requires_grad=True)
+    optimizer = torch.optim.LBFGS([x])
+
+    def closure():
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        optimizer.zero_grad()
+        loss, grad = loss_and_grad(x.detach().numpy().copy())
+        x.grad = torch.from_numpy(grad)
+        calls.append((x.detach().numpy().copy(), float(loss)))
+        return torch.tensor(loss, dtype=x.dtype)
+
+    for _ in range(num_steps):
+        optimizer.step(closure)
+    return calls
